@@ -1,0 +1,5 @@
+"""Generated wire messages of ``magma.orc8r`` (see streamer.proto). Importing this does not import grpc."""
+
+from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch, StreamRequest
+
+__all__ = ["DataUpdate", "DataUpdateBatch", "StreamRequest"]
