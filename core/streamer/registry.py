@@ -1,0 +1,288 @@
+"""Turn a service name ("streamer") into a grpc.aio channel: target, TLS, authority, keepalive.
+
+Channels are created lazily on the event loop that asks for them (grpc.aio channels belong to
+one loop) and reused by every stream: ``shard`` lets the client spread streams over several
+connections when a front end limits concurrent streams per HTTP/2 connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+import grpc.aio
+
+__all__ = [
+    "DEFAULT_KEEPALIVE_TIME",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
+    "DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH",
+    "GatewayRegistry",
+    "MagmaRegistry",
+    "RegistryError",
+    "StaticRegistry",
+    "TLSConfig",
+    "is_loopback",
+    "read_control_proxy",
+]
+
+log = logging.getLogger("streamer.registry")
+
+# gRPC's default receive limit is 4 MiB; Magma users hit it with ~18k subscribers.
+DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH = 64 * 1024 * 1024
+# Default gRPC servers (C core, Go) count a ping as abuse when it comes less than 5 minutes after
+# the previous one while they send no data, and close the connection with too_many_pings after
+# two strikes. 300 s is the shortest interval that never trips that on a quiet stream, and it is
+# under common NAT idle timeouts (AWS NAT: 350 s); the timeout then detects a half-open path.
+DEFAULT_KEEPALIVE_TIME = 300.0
+DEFAULT_KEEPALIVE_TIMEOUT = 20.0
+
+
+class RegistryError(Exception):
+    """A connection setting is unusable (missing file, plaintext to a remote host, ...)."""
+
+
+class GatewayRegistry(Protocol):
+    def get_channel(self, service: str, shard: int = 0) -> grpc.aio.Channel:
+        """A channel to ``service``. The same (service, shard) returns the same channel."""
+
+    async def close(self) -> None:
+        """Close every channel handed out."""
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RegistryError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from exc
+    if not data.strip():
+        raise RegistryError(f"{what} {str(path)!r} is empty")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """TLS settings. No ``root_ca`` means the system's trust store."""
+
+    root_ca: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise RegistryError("TLS client_cert and client_key must be given together")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        root = _read_file(self.root_ca, "root CA certificate") if self.root_ca else None
+        cert = key = None
+        if self.client_cert is not None and self.client_key is not None:
+            cert = _read_file(self.client_cert, "client certificate")
+            key = _read_file(self.client_key, "client key")
+            _check_key_matches_cert(cert, key, self.client_cert, self.client_key)
+        if root is not None and b"-----BEGIN CERTIFICATE-----" not in root:
+            raise RegistryError(f"root CA certificate {str(self.root_ca)!r} is not PEM")
+        return grpc.ssl_channel_credentials(
+            root_certificates=root, private_key=key, certificate_chain=cert
+        )
+
+
+def _check_key_matches_cert(cert: bytes, key: bytes, cert_path: Path, key_path: Path) -> None:
+    """Catch a mismatched or unreadable cert/key pair at start-up with a message naming the
+    files; gRPC would only fail later, at handshake time, with a vague error."""
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        raise RegistryError(f"client certificate {str(cert_path)!r} is not a PEM certificate")
+    if b"PRIVATE KEY-----" not in key:
+        raise RegistryError(f"client key {str(key_path)!r} is not a PEM private key")
+    try:  # best effort: cryptography is optional at run time
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+    except ImportError:
+        return
+    try:
+        public = x509.load_pem_x509_certificate(cert).public_key()
+        private = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError) as exc:
+        raise RegistryError(
+            f"cannot parse client certificate {str(cert_path)!r} / key {str(key_path)!r}: {exc}"
+        ) from exc
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    if public.public_bytes(enc, fmt) != private.public_key().public_bytes(enc, fmt):
+        raise RegistryError(
+            f"client key {str(key_path)!r} does not match client certificate {str(cert_path)!r}"
+        )
+
+
+def is_loopback(target: str) -> bool:
+    """True for targets that cannot leave this machine (127/8, ::1, localhost, unix sockets)."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = target
+    if host.startswith("dns:///"):
+        host = host[len("dns:///") :]
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class StaticRegistry:
+    """Every service lives at one target.
+
+    Plaintext is allowed only to loopback unless ``insecure=True`` (then a warning is logged).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: TLSConfig | None = None,
+        authority: str | None = None,
+        insecure: bool = False,
+        keepalive_time: float = DEFAULT_KEEPALIVE_TIME,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        max_receive_message_length: int = DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH,
+        max_reconnect_backoff: float = 20.0,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        if not target or not isinstance(target, str):
+            raise RegistryError(f"target must be a non-empty 'host:port' string, got {target!r}")
+        if tls is None and not is_loopback(target):
+            if not insecure:
+                raise RegistryError(
+                    f"refusing plaintext connection to non-loopback target {target!r}: "
+                    "configure TLS, or set insecure = true to allow it explicitly"
+                )
+            log.warning("plaintext (insecure) connection to %s", target)
+        if keepalive_time <= 0 or keepalive_timeout <= 0:
+            raise RegistryError("keepalive_time and keepalive_timeout must be positive")
+        if max_receive_message_length <= 0:
+            raise RegistryError("max_receive_message_length must be positive")
+        self.target = target
+        self.tls = tls
+        self.authority = authority
+        self.max_receive_message_length = max_receive_message_length
+        self._credentials = tls.credentials() if tls is not None else None
+        opts: dict[str, Any] = {
+            "grpc.keepalive_time_ms": int(keepalive_time * 1000),
+            "grpc.keepalive_timeout_ms": int(keepalive_timeout * 1000),
+            # Keep pinging on a quiet stream (the default stops after 2 pings without data).
+            "grpc.http2.max_pings_without_data": 0,
+            "grpc.keepalive_permit_without_calls": 0,
+            "grpc.max_receive_message_length": max_receive_message_length,
+            # The channel's own reconnect backoff defaults to a 120 s cap, which would hide a
+            # returning server from our (shorter) stream backoff.
+            "grpc.initial_reconnect_backoff_ms": 1000,
+            "grpc.min_reconnect_backoff_ms": 1000,
+            "grpc.max_reconnect_backoff_ms": int(max(max_reconnect_backoff, 1.0) * 1000),
+        }
+        if authority:
+            opts["grpc.default_authority"] = authority
+            if tls is not None:
+                opts["grpc.ssl_target_name_override"] = authority
+        opts.update(dict(options))
+        self.options: Mapping[str, Any] = opts
+        self._channels: dict[tuple[str, int, int], tuple[asyncio.AbstractEventLoop, Any]] = {}
+
+    def get_channel(self, service: str, shard: int = 0) -> grpc.aio.Channel:
+        loop = asyncio.get_running_loop()
+        key = (service, shard, id(loop))
+        found = self._channels.get(key)
+        if found is not None and found[0] is loop:
+            channel: grpc.aio.Channel = found[1]
+            return channel
+        opts = dict(self.options)
+        # A local subchannel pool gives each shard its own TCP connection.
+        opts["grpc.use_local_subchannel_pool"] = 1
+        items = list(opts.items())
+        if self._credentials is not None:
+            channel = grpc.aio.secure_channel(self.target, self._credentials, options=items)
+        else:
+            channel = grpc.aio.insecure_channel(self.target, options=items)
+        self._channels[key] = (loop, channel)
+        return channel
+
+    async def close(self) -> None:
+        channels, self._channels = self._channels, {}
+        loop = asyncio.get_running_loop()
+        for owner, channel in channels.values():
+            if owner is loop:
+                await channel.close()
+
+    def __repr__(self) -> str:
+        mode = "tls" if self.tls else "plaintext"
+        return f"StaticRegistry({self.target!r}, {mode}, authority={self.authority!r})"
+
+
+def read_control_proxy(path: Path) -> dict[str, str]:
+    """Read the flat ``key: value`` settings of Magma's control_proxy.yml.
+
+    Only top-level scalars are needed, so this reads that subset of YAML (comments, quotes)
+    instead of depending on a YAML library.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RegistryError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+    out: dict[str, str] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].rstrip()
+        if not line.strip() or line.lstrip().startswith(("#", "---")) or line[0] in " \t-":
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise RegistryError(f"{path}:{lineno}: expected 'key: value', got {raw.strip()!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+class MagmaRegistry(StaticRegistry):
+    """Connect the way a Magma gateway does, from its ``control_proxy.yml``.
+
+    Direct mode: TLS to ``cloud_address:cloud_port`` with ``rootca_cert``, ``gateway_cert`` and
+    ``gateway_key``. Proxied mode (``proxy_cloud_connections: true``): plaintext to
+    ``localhost:local_port``, where Magma's control_proxy adds TLS. Both send the
+    ``:authority`` ``streamer-<cloud_address>`` the cloud routes on.
+    """
+
+    def __init__(self, path: str | Path, *, service: str = "streamer", **kwargs: Any) -> None:
+        path = Path(path)
+        cfg = read_control_proxy(path)
+
+        def need(key: str) -> str:
+            value = cfg.get(key, "")
+            if not value:
+                raise RegistryError(f"{path}: missing required key {key!r}")
+            return value
+
+        cloud_address = need("cloud_address")
+        authority = f"{service}-{cloud_address}"
+        proxied = cfg.get("proxy_cloud_connections", "false").lower() in ("true", "yes", "on", "1")
+        self.control_proxy = path
+        self.proxied = proxied
+        base = path.parent
+        if proxied:
+            port = need("local_port")
+            super().__init__(f"localhost:{port}", authority=authority, **kwargs)
+        else:
+            tls = TLSConfig(
+                root_ca=base / need("rootca_cert"),
+                client_cert=base / need("gateway_cert"),
+                client_key=base / need("gateway_key"),
+            )
+            target = f"{cloud_address}:{need('cloud_port')}"
+            super().__init__(target, tls=tls, authority=authority, **kwargs)

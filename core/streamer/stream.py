@@ -1,0 +1,287 @@
+"""One stream's life: open GetUpdates, feed batches to the listener, wait, reconnect, stop.
+
+The choices come from ``streamer.supervisor.decide``; this module does the I/O and the waiting.
+Waits and calls are interruptible by ``stop()`` (remove_listener); an ``update`` already running
+is allowed to finish first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from streamer.backoff import Backoff, BackoffState
+from streamer.events import Decision, StreamObserver, StreamState
+from streamer.listener import Listener
+from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
+from streamer.supervisor import Action, Event, Step, Wait, decide, error_to_report
+
+__all__ = ["Sleep", "StreamRunner", "pack_extra_args"]
+
+log = logging.getLogger("streamer.stream")
+
+Sleep = Callable[[float], Awaitable[None]]
+METHOD = "/magma.orc8r.Streamer/GetUpdates"
+
+
+def pack_extra_args(value: object) -> any_pb2.Any | None:
+    """get_extra_args() result -> ``google.protobuf.Any`` (or None for "no extra args")."""
+    if value is None:
+        return None
+    if isinstance(value, any_pb2.Any):
+        return value
+    if isinstance(value, Message):
+        packed = any_pb2.Any()
+        packed.Pack(value)
+        return packed
+    raise TypeError(
+        "get_extra_args() must return a protobuf message, a google.protobuf.Any or None, "
+        f"got {type(value).__name__}"
+    )
+
+
+class _Invoker:
+    """Calls one listener method: awaited if async, in a worker thread if sync."""
+
+    __slots__ = ("_executor", "_fn", "_is_async", "_loop")
+
+    def __init__(self, fn: Callable[..., Any], executor: Executor | None) -> None:
+        self._fn = fn
+        self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+        )
+        self._executor = executor
+
+    async def __call__(self, *args: Any) -> Any:
+        if self._is_async:
+            return await self._fn(*args)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self._fn, *args)
+        if inspect.isawaitable(result):  # a sync function that returned a coroutine
+            return await result
+        return result
+
+
+class StreamRunner:
+    """Supervises one listener's stream. ``run()`` returns None when stopped from outside and
+    raises the listener's chosen error when it stops itself."""
+
+    def __init__(
+        self,
+        listener: Listener,
+        *,
+        channel_for: Callable[[], grpc.aio.Channel],
+        streaming_interval: float,
+        backoff: Backoff,
+        observer: StreamObserver,
+        executor: Executor | None,
+        gateway_id: str = "",
+        sleep: Sleep | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.listener = listener
+        self.name: str = listener.name
+        self._channel_for = channel_for
+        self._interval = streaming_interval
+        self._backoff = BackoffState(backoff, streaming_interval, rng)
+        self._observer = observer
+        self._gateway_id = gateway_id
+        self._sleep: Sleep = sleep or asyncio.sleep
+        self._clock = clock
+        self._get_extra_args = _Invoker(listener.get_extra_args, executor)
+        self._update = _Invoker(listener.update, executor)
+        self._report_error = _Invoker(listener.report_error, executor)
+        self._log = logging.getLogger(f"streamer.stream.{self.name}")
+        self._stopping = False
+        self._call: grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch] | None = None
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.state = StreamState.STOPPED
+        self.running = False
+
+    # -- control ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the stream to end: cancels the open call and any wait. Thread-safe."""
+        loop = self._loop
+        if loop is None:
+            self._stopping = True
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._do_stop()
+        else:
+            loop.call_soon_threadsafe(self._do_stop)
+
+    def _do_stop(self) -> None:
+        self._stopping = True
+        if self._call is not None:
+            self._call.cancel()
+        if self._wake is not None:
+            self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # -- observer plumbing -----------------------------------------------------------------
+
+    def _notify(self, method: str, *args: Any) -> None:
+        try:
+            getattr(self._observer, method)(self.name, *args)
+        except Exception:
+            log.exception("observer %s failed on stream %r", method, self.name)
+
+    def _set_state(self, state: StreamState) -> None:
+        if state is not self.state:
+            self.state = state
+            self._notify("state_changed", state)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self.running = True
+        error: BaseException | None = None
+        self._notify("stream_started")
+        try:
+            error = await self._loop_until_stop()
+        except asyncio.CancelledError:
+            error = None
+            raise
+        finally:
+            self._call = None
+            self.running = False
+            self._set_state(StreamState.STOPPED)
+            self._notify("stream_stopped", error)
+        if error is not None:
+            raise error
+
+    async def _loop_until_stop(self) -> BaseException | None:
+        while not self._stopping:
+            step = await self._one_call()
+            if self._stopping:
+                return None
+            if step.action is Action.STOP:
+                return step.error
+            if step.wait is Wait.INTERVAL:
+                delay, reason = self._interval, "interval"
+            else:
+                delay, reason = self._backoff.next_delay(), "backoff"
+            self._set_state(StreamState.WAITING)
+            self._notify("reconnect_scheduled", delay, reason)
+            await self._wait(delay)
+        return None
+
+    async def _wait(self, delay: float) -> None:
+        """Sleep ``delay`` seconds unless stop() comes first."""
+        assert self._wake is not None
+        if self._stopping or delay <= 0:
+            return
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+
+    async def _one_call(self) -> Step:
+        """Open one GetUpdates call and read it until something needs a decision."""
+        self._set_state(StreamState.CONNECTING)
+        try:
+            extra = pack_extra_args(await self._get_extra_args())
+        except Exception as exc:
+            return await self._decide(Event.EXTRA_ARGS_FAILED, exc)
+        if self._stopping:
+            return Step(Action.STOP)
+        request = StreamRequest(gatewayId=self._gateway_id, stream_name=self.name)
+        if extra is not None:
+            request.extra_args.CopyFrom(extra)
+        channel = self._channel_for()
+        call: grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch] = channel.unary_stream(
+            METHOD,
+            request_serializer=StreamRequest.SerializeToString,
+            response_deserializer=DataUpdateBatch.FromString,
+        )(request)
+        self._call = call
+        try:
+            return await self._read(call)
+        finally:
+            self._call = None
+            call.cancel()
+
+    async def _read(
+        self, call: grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch]
+    ) -> Step:
+        streaming = False
+        while True:
+            try:
+                batch = await call.read()
+            except asyncio.CancelledError:
+                if self._stopping and call.cancelled():
+                    return Step(Action.STOP)
+                raise
+            except grpc.RpcError as exc:
+                if self._stopping:
+                    return Step(Action.STOP)
+                return await self._decide(Event.CALL_FAILED, exc)
+            if batch is grpc.aio.EOF:  # type: ignore[attr-defined]
+                return decide(Event.CALL_ENDED)
+            if not streaming:
+                streaming = True
+                self._set_state(StreamState.STREAMING)
+            assert isinstance(batch, DataUpdateBatch)
+            self._notify("batch_received", batch)
+            start = self._clock()
+            try:
+                verdict = await self._update(batch)
+            except Exception as exc:
+                self._notify("update_done", self._clock() - start, None)
+                return await self._decide(Event.UPDATE_RAISED, exc)
+            self._notify("update_done", self._clock() - start, verdict is True)
+            if verdict is True:
+                self._backoff.reset()
+                if self._stopping:
+                    return Step(Action.STOP)
+                continue
+            return await self._decide(Event.UPDATE_DECLINED, None, verdict)
+
+    async def _decide(
+        self, event: Event, error: BaseException | None, verdict: object = False
+    ) -> Step:
+        """Report ``event`` to the listener (when the table says so) and decide."""
+        reported = error_to_report(event, error, stream=self.name, verdict=verdict)
+        if reported is None:
+            return decide(event)
+        try:
+            answer = await self._report_error(reported)
+        except Exception as exc:
+            self._log.error(
+                "report_error() of stream %r raised %s: %s; stopping the stream",
+                self.name,
+                type(exc).__name__,
+                exc,
+            )
+            step = decide(Event.REPORT_ERROR_RAISED, exc)
+        else:
+            step = decide(event, answer)
+        decision = Decision.STOP if step.action is Action.STOP else Decision.CONTINUE
+        self._notify("error_reported", reported, decision)
+        return step
