@@ -69,16 +69,23 @@ class WorkerPool(Executor):
                     self._threads -= 1
                 return
             fut, fn, args, kwargs = item
-            if fut.set_running_or_notify_cancel():
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException as exc:
-                    fut.set_exception(exc)
-                else:
-                    fut.set_result(result)
-            del item, fut, fn, args, kwargs
-            with self._lock:
-                self._idle += 1
+            del item
+            if not fut.set_running_or_notify_cancel():
+                with self._lock:
+                    self._idle += 1
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                # Count as idle before waking the caller, so its next call reuses this thread.
+                with self._lock:
+                    self._idle += 1
+                fut.set_exception(exc)
+            else:
+                with self._lock:
+                    self._idle += 1
+                fut.set_result(result)
+            del fut, fn, args, kwargs
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Retire idle workers. Busy ones finish their call and then exit; never joined here
