@@ -1,0 +1,63 @@
+"""The log listener: one line per batch, never values (they may hold subscriber secrets)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from streamer_log._config import LogConfig
+
+if TYPE_CHECKING:
+    from streamer.proto.streamer_pb2 import DataUpdateBatch
+
+__all__ = ["LOGGER_NAME", "LogListener", "create_listeners"]
+
+LOGGER_NAME = "streamer.plugin.log"
+_log = logging.getLogger(LOGGER_NAME)
+
+
+class LogListener:
+    """Logs ``stream=<name> updates=<n> resync=<bool> keys=[...]`` for every batch.
+
+    Keys are shown with ``repr`` so a key holding a newline or a control character cannot
+    forge log lines. It holds no data, so it sends no digest: the server always sends a
+    snapshot, which is what a log wants to see.
+    """
+
+    def __init__(self, name: str, *, max_keys: int = 10, level: int = logging.INFO) -> None:
+        self.name = name
+        self._max_keys = max_keys
+        self._level = level
+
+    def get_extra_args(self) -> None:
+        return None
+
+    def update(self, batch: DataUpdateBatch) -> bool:
+        if _log.isEnabledFor(self._level):
+            n = len(batch.updates)
+            shown = [u.key for u in batch.updates[: self._max_keys]]
+            more = f" (+{n - len(shown)} more)" if n > len(shown) else ""
+            _log.log(
+                self._level,
+                "stream=%s updates=%d resync=%s keys=%r%s",
+                self.name,
+                n,
+                batch.resync,
+                shown,
+                more,
+            )
+        return True
+
+    def report_error(self, error: BaseException) -> None:
+        _log.warning("stream=%s error reported by the streamer: %r", self.name, error)
+        return None
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def create_listeners(config: Mapping[str, Any]) -> list[LogListener]:
+    """Entry point ``log``: one :class:`LogListener` per name in ``streams``."""
+    cfg = LogConfig.from_table(config)
+    return [LogListener(s, max_keys=cfg.max_keys, level=cfg.level) for s in cfg.streams]
