@@ -1,0 +1,453 @@
+"""streamer.toml: parsing, validation messages, search order, and a fuzz test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from streamer.config import (
+    CloudConfig,
+    Config,
+    ConfigError,
+    StreamingConfig,
+    config_from_text,
+    find_config,
+    is_loopback_target,
+    load_config,
+    parse_config,
+    split_address,
+)
+
+P = Path("streamer.toml")
+
+
+def cfg(text: str, path: Path = P) -> Config:
+    return config_from_text(textwrap.dedent(text), path)
+
+
+def error(text: str, path: Path = P) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        cfg(text, path)
+    return info.value
+
+
+# --- happy paths ------------------------------------------------------------------------------
+
+
+def test_empty_file_gives_defaults() -> None:
+    config = cfg("")
+    assert config.cloud is None
+    assert config.streaming == StreamingConfig()
+    assert config.streaming.backoff_max == config.streaming.interval == 20.0
+    assert config.plugins == () and config.hooks == ()
+    assert config.metrics.address is None
+    assert (config.log.level, config.log.format) == ("INFO", "human")
+    with pytest.raises(ConfigError, match=r"streamer.toml: cloud: missing table"):
+        config.require_cloud()
+
+
+def test_full_file(tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "streamer.toml"
+    config = cfg(
+        """
+        plugins = ["files", "redis"]
+        hooks = ["prometheus"]
+
+        [cloud]
+        target = "cloud.example.com:443"
+        root_ca = "certs/ca.pem"
+        client_cert = "/abs/gw.crt"
+        client_key = "certs/gw.key"
+        authority = "streamer-cloud.example.com"
+        gateway_id = "gw1"
+        max_receive_message_mb = 128
+        keepalive_time_s = 60
+        keepalive_timeout_s = 5.5
+        max_streams_per_connection = 50
+
+        [streaming]
+        interval = 30
+        backoff_initial = 0.5
+        backoff_multiplier = 2
+        backoff_jitter = 0
+        backoff_max = 15
+        shutdown_timeout = 0
+
+        [plugin.files]
+        dir = "/var/lib/streamer"
+        nested = { a = [1, 2] }
+
+        [hook.prometheus]
+
+        [metrics]
+        address = "127.0.0.1:9464"
+
+        [log]
+        level = "debug"
+        format = "json"
+        """,
+        path,
+    )
+    cloud = config.require_cloud()
+    assert cloud == CloudConfig(
+        target="cloud.example.com:443",
+        root_ca=path.parent / "certs/ca.pem",
+        client_cert=Path("/abs/gw.crt"),
+        client_key=path.parent / "certs/gw.key",
+        authority="streamer-cloud.example.com",
+        gateway_id="gw1",
+        max_receive_message_mb=128,
+        keepalive_time_s=60.0,
+        keepalive_timeout_s=5.5,
+        max_streams_per_connection=50,
+    )
+    assert cloud.use_tls and cloud.max_receive_message_bytes == 128 * 1024 * 1024
+    assert config.streaming == StreamingConfig(30.0, 0.5, 2.0, 0.0, 15.0, 0.0)
+    assert isinstance(config.streaming.interval, float)
+    assert config.plugins == ("files", "redis") and config.hooks == ("prometheus",)
+    assert config.plugin_table("files") == {"dir": "/var/lib/streamer", "nested": {"a": [1, 2]}}
+    assert config.plugin_table("redis") == {}
+    assert config.hook_table("prometheus") == {}
+    assert config.metrics.address == "127.0.0.1:9464"
+    assert config.log.level == "DEBUG" and config.log.format == "json"
+
+
+def test_plugin_table_is_a_fresh_dict_each_time() -> None:
+    config = cfg('plugins = ["f"]\n[plugin.f]\nx = { y = 1 }\n')
+    table = config.plugin_table("f")
+    table["x"]["y"] = 2
+    assert config.plugin_table("f") == {"x": {"y": 1}}
+    assert type(table) is dict
+
+
+def test_control_proxy() -> None:
+    cloud = cfg('[cloud]\ncontrol_proxy = "/etc/magma/control_proxy.yml"\n').require_cloud()
+    assert cloud.control_proxy == Path("/etc/magma/control_proxy.yml") and cloud.target is None
+
+
+def test_backoff_max_defaults_to_interval_but_not_below_initial() -> None:
+    assert cfg("[streaming]\ninterval = 5\n").streaming.backoff_max == 5.0
+    assert cfg("[streaming]\ninterval = 0.1\n").streaming.backoff_max == 1.0
+
+
+@pytest.mark.parametrize(
+    ("target", "insecure", "files", "tls"),
+    [
+        ("127.0.0.1:50051", False, False, False),
+        ("localhost:50051", False, False, False),
+        ("[::1]:50051", False, False, False),
+        ("cloud.example.com:443", False, False, True),
+        ("cloud.example.com:443", True, False, False),
+        ("127.0.0.1:50051", False, True, True),
+    ],
+)
+def test_use_tls(target: str, insecure: bool, files: bool, tls: bool) -> None:
+    text = f'[cloud]\ntarget = "{target}"\ninsecure = {str(insecure).lower()}\n'
+    if files:
+        text += 'root_ca = "ca.pem"\n'
+    assert cfg(text).require_cloud().use_tls is tls
+
+
+def test_address_helpers() -> None:
+    assert split_address("h:1") == ("h", 1)
+    assert split_address("[::1]:80") == ("::1", 80)
+    for bad in ("h", ":1", "h:", "h:x", "::1:80", "[::1:80", "[zz]:80", "a b:1", "h:123456"):
+        assert split_address(bad) is None, bad
+    assert is_loopback_target("127.1.2.3:1") and not is_loopback_target("10.0.0.1:1")
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_message_format_for_a_wrong_value() -> None:
+    e = error('[streaming]\ninterval = "abc"\n')
+    assert (
+        str(e) == "streamer.toml: streaming.interval: expected a positive number, got 'abc' (str)"
+    )
+    assert e.key == "streaming.interval" and e.path == P
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ("[streaming]\ninterval = true", "streaming.interval", "got True (boolean)"),
+        ("[streaming]\ninterval = -1", "streaming.interval", "positive number"),
+        ("[streaming]\ninterval = 0", "streaming.interval", "positive number"),
+        ("[streaming]\ninterval = nan", "streaming.interval", "finite"),
+        ("[streaming]\ninterval = inf", "streaming.interval", "finite"),
+        ("[streaming]\ninterval = 1e300", "streaming.interval", "no larger than"),
+        ("[streaming]\nbackoff_jitter = 1", "streaming.backoff_jitter", "in [0, 1)"),
+        ("[streaming]\nbackoff_jitter = -0.1", "streaming.backoff_jitter", "in [0, 1)"),
+        ("[streaming]\nbackoff_multiplier = 0.5", "streaming.backoff_multiplier", ">= 1"),
+        ("[streaming]\nbackoff_initial = 5\nbackoff_max = 2", "streaming.backoff_max", ">="),
+        ("[streaming]\nshutdown_timeout = -1", "streaming.shutdown_timeout", ">= 0"),
+        ("[streaming]\nintervall = 3", "streaming.intervall", "did you mean 'interval'?"),
+        ("streaming = 3", "streaming", "expected a table, got 3 (integer)"),
+        ("[clod]\ntarget = 'h:1'", "clod", "unknown key; did you mean 'cloud'?"),
+        ("[cloud]\ngateway_id = 'x'", "cloud", "got neither"),
+        ("[cloud]\ntarget = 'h:1'\ncontrol_proxy = 'c.yml'", "cloud.control_proxy", "both"),
+        ("[cloud]\ncontrol_proxy = 'c.yml'\nroot_ca = 'ca'", "cloud.root_ca", "control_proxy"),
+        ("[cloud]\ntarget = 'nocolon'", "cloud.target", "host:port"),
+        ("[cloud]\ntarget = 'h:0'", "cloud.target", "from 1 to 65535"),
+        ("[cloud]\ntarget = 'h:70000'", "cloud.target", "from 1 to 65535"),
+        ("[cloud]\ntarget = 5", "cloud.target", "got 5 (integer)"),
+        ("[cloud]\ntarget = 'h:1'\ninsecure = 'yes'", "cloud.insecure", "true or false"),
+        ("[cloud]\ntarget = 'h:1'\nclient_cert = 'c'", "cloud.client_key", "client_cert is set"),
+        ("[cloud]\ntarget = 'h:1'\nclient_key = 'k'", "cloud.client_cert", "client_key is set"),
+        ("[cloud]\ntarget = 'h:1'\ninsecure = true\nroot_ca = 'x'", "cloud.insecure", "false"),
+        ("[cloud]\ntarget = 'h:1'\nroot_ca = ''", "cloud.root_ca", "file path"),
+        ("[cloud]\ntarget = 'h:1'\nauthority = ''", "cloud.authority", "non-empty"),
+        ("[cloud]\ntarget = 'h:1'\ngateway_id = 1", "cloud.gateway_id", "a string"),
+        (
+            "[cloud]\ntarget = 'h:1'\nmax_receive_message_mb = 1.5",
+            "cloud.max_receive_message_mb",
+            "integer",
+        ),
+        (
+            "[cloud]\ntarget = 'h:1'\nmax_receive_message_mb = 4096",
+            "cloud.max_receive_message_mb",
+            "from 1 to 2047",
+        ),
+        (
+            "[cloud]\ntarget = 'h:1'\nmax_streams_per_connection = false",
+            "cloud.max_streams_per_connection",
+            "(boolean)",
+        ),
+        ("[cloud]\ntarget = 'h:1'\nkeepalive_time_s = 1e7", "cloud.keepalive_time_s", "larger"),
+        ("plugins = 'files'", "plugins", "expected an array of names"),
+        ("plugins = ['a', 1]", "plugins[1]", "non-empty name"),
+        ("plugins = ['a', 'a']", "plugins[1]", "once"),
+        ("hooks = ['']", "hooks[0]", "non-empty name"),
+        (
+            "plugins = ['files']\n[plugin.fils]\nx = 1",
+            "plugin.fils",
+            "table [plugin.fils] but 'fils' is not enabled in plugins = ['files']; did you mean",
+        ),
+        ("[plugin.x]", "plugin.x", "not enabled"),
+        ("hooks = ['h']\n[hook.h]\n[hook.z]", "hook.z", "not enabled in hooks"),
+        ("plugins = ['x']\nplugin = 3", "plugin", "table of [plugin.<name>]"),
+        ("plugins = ['x']\nplugin = { x = 3 }", "plugin.x", "expected a table"),
+        ("plugins = ['x']\n[plugin.'a.b'.c]", 'plugin."a.b"', "not enabled"),
+        ("[metrics]\naddress = 9464", "metrics.address", "host:port"),
+        ("[metrics]\nadress = 'h:1'", "metrics.adress", "did you mean 'address'?"),
+        ("[log]\nlevel = 'verbose'", "log.level", "one of 'DEBUG'"),
+        ("[log]\nlevel = 'WARN'", "log.level", "did you mean 'WARNING'?"),
+        ("[log]\nformat = 'JSON'", "log.format", "'human', 'json'"),
+    ],
+)
+def test_errors_name_the_key(text: str, key: str, fragment: str) -> None:
+    e = error(text)
+    assert e.key == key
+    assert str(e).startswith(f"streamer.toml: {key}: ")
+    assert fragment in str(e)
+
+
+def test_metrics_allows_port_zero() -> None:
+    assert cfg("[metrics]\naddress = '127.0.0.1:0'").metrics.address == "127.0.0.1:0"
+
+
+def test_syntax_error_has_line_and_column() -> None:
+    e = error('plugins = ["a"]\n[cloud\n')
+    assert e.key == ""
+    assert re.search(r"^streamer.toml: invalid TOML: .*line 2, column \d+", str(e))
+    assert e.__cause__ is not None
+
+
+def test_load_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"x = '\xff'\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path)
+
+
+def test_load_config_resolves_relative_paths(tmp_path: Path) -> None:
+    path = tmp_path / "streamer.toml"
+    path.write_text('[cloud]\ntarget = "h:1"\nroot_ca = "ca.pem"\n')
+    config = load_config(path)
+    assert config.path == path
+    assert config.require_cloud().root_ca == tmp_path / "ca.pem"
+
+
+def test_parse_config_is_pure() -> None:
+    data = {"streaming": {"interval": 3}, "plugins": ["a"], "plugin": {"a": {"k": [1]}}}
+    config = parse_config(data, Path("/nowhere/streamer.toml"))
+    assert config.streaming.interval == 3.0
+    data["plugin"]["a"]["k"].append(2)  # type: ignore[index]
+    assert config.plugin_table("a") == {"k": [1]}
+
+
+# --- search order -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def places(tmp_path: Path) -> dict[str, Path]:
+    out = {name: tmp_path / name for name in ("cwd", "xdg", "home", "etc", "flag", "env")}
+    for p in out.values():
+        p.mkdir()
+    return out
+
+
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+    return path
+
+
+def test_search_order(places: dict[str, Path]) -> None:
+    env = {"XDG_CONFIG_HOME": str(places["xdg"]), "HOME": str(places["home"])}
+
+    def find(cli: str | None = None, **extra: str) -> Path | None:
+        return find_config(cli, {**env, **extra}, cwd=places["cwd"], system_dir=places["etc"])
+
+    assert find() is None
+    etc = _touch(places["etc"] / "streamer.toml")
+    assert find() == etc
+    home = _touch(places["home"] / ".config" / "streamer" / "streamer.toml")
+    assert (
+        find_config(
+            None, {"HOME": str(places["home"])}, cwd=places["cwd"], system_dir=places["etc"]
+        )
+        == home
+    )
+    assert find(XDG_CONFIG_HOME="relative/ignored") == home
+    xdg = _touch(places["xdg"] / "streamer" / "streamer.toml")
+    assert find() == xdg
+    cwd = _touch(places["cwd"] / "streamer.toml")
+    assert find() == cwd
+    from_env = _touch(places["env"] / "s.toml")
+    assert find(STREAMER_CONFIG=str(from_env)) == from_env
+    assert find(STREAMER_CONFIG="") == cwd
+    flag = _touch(places["flag"] / "s.toml")
+    assert find(str(flag), STREAMER_CONFIG=str(from_env)) == flag
+
+
+def test_explicit_path_must_exist(places: dict[str, Path]) -> None:
+    _touch(places["cwd"] / "streamer.toml")
+    missing = str(places["flag"] / "missing.toml")
+    with pytest.raises(ConfigError, match=r"missing.toml: does not exist \(named by --config\)"):
+        find_config(missing, {}, cwd=places["cwd"])
+    with pytest.raises(ConfigError, match=r"named by STREAMER_CONFIG"):
+        find_config(None, {"STREAMER_CONFIG": missing}, cwd=places["cwd"])
+    with pytest.raises(ConfigError, match="is not a file"):
+        find_config(str(places["flag"]), {}, cwd=places["cwd"])
+
+
+# --- fuzz -------------------------------------------------------------------------------------
+
+
+def _toml_string(text: str) -> str:
+    escaped = "".join(
+        f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F or c in '"\\' else c for c in text
+    )
+    return f'"{escaped}"'
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, (int, dt.date, dt.time)):
+        return value.isoformat() if not isinstance(value, int) else str(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(value)
+
+
+def to_toml(doc: Mapping[str, Any]) -> str:
+    """Every value inline (``key = {...}``): enough for a fuzz test, always valid TOML."""
+    return "".join(f"{_toml_key(k)} = {_toml_value(v)}\n" for k, v in doc.items())
+
+
+_scalars = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["127.0.0.1:1", "h:65535", "[::1]:0", "INFO", "json", "a", "", "~/x"]),
+    st.dates(),
+)
+# Values that are often valid, so that many documents load and the checks after a value's own
+# (cross-key rules, path resolution) run too.
+_plausible = st.one_of(
+    st.floats(min_value=0.01, max_value=100),
+    st.integers(min_value=1, max_value=100),
+    st.sampled_from([False, "127.0.0.1:50051", "ca.pem", "WARNING", "human", 0.5, 1.6]),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def _section(keys: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
+    known = st.dictionaries(st.sampled_from(keys), _plausible | _values, max_size=len(keys))
+    unknown: st.SearchStrategy[dict[str, Any]] = st.just({}) | st.dictionaries(
+        st.text(max_size=6), _values, max_size=1
+    )
+    return st.builds(lambda a, b: {**b, **a}, known, unknown)
+
+
+_names = st.lists(st.sampled_from(["a", "b", "c", "", "a.b"]) | st.text(max_size=4), max_size=3)
+_documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "cloud": _section(tuple(CloudConfig.__dataclass_fields__)),
+        "streaming": _section(tuple(StreamingConfig.__dataclass_fields__)),
+        "plugins": _names | _values,
+        "hooks": _names | _values,
+        "plugin": st.dictionaries(st.sampled_from(["a", "b", "z"]), _values, max_size=2),
+        "hook": st.dictionaries(st.sampled_from(["a", "b", "z"]), _values, max_size=2),
+        "metrics": _section(("address",)),
+        "log": _section(("level", "format")),
+    },
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_documents)
+def test_fuzz_documents_load_or_fail_with_a_key_path(doc: dict[str, Any]) -> None:
+    text = to_toml(doc)
+    try:
+        config = config_from_text(text, P)
+    except ConfigError as e:
+        assert e.key, str(e)
+        assert f"streamer.toml: {e.key}: " in str(e)
+    else:
+        assert isinstance(config, Config)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=80))
+def test_fuzz_arbitrary_text_only_raises_config_error(text: str) -> None:
+    try:
+        config_from_text(text, P)
+    except ConfigError as e:
+        assert str(e).startswith("streamer.toml: ")
