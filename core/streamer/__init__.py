@@ -46,7 +46,23 @@ _LAZY = {
     "TLSConfig": "streamer.registry",
 }
 
-__all__ = ["Listener", "__version__", *_LAZY]
+__all__ = [
+    "STREAMING_INTERVAL",
+    "Backoff",
+    "Client",
+    "Decision",
+    "DuplicateStreamError",
+    "GatewayRegistry",
+    "Listener",
+    "MagmaRegistry",
+    "RegistryError",
+    "StaticRegistry",
+    "StreamObserver",
+    "StreamState",
+    "TLSConfig",
+    "__version__",
+    "new_streamer_client",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,6 @@ connections when a front end limits concurrent streams per HTTP/2 connection.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,14 @@ from typing import Any, Protocol
 
 import grpc
 import grpc.aio
+
+from streamer.connection import (
+    RegistryError,
+    is_loopback,
+    load_tls_files,
+    magma_settings,
+    read_control_proxy,
+)
 
 __all__ = [
     "DEFAULT_KEEPALIVE_TIME",
@@ -43,26 +50,12 @@ DEFAULT_KEEPALIVE_TIME = 300.0
 DEFAULT_KEEPALIVE_TIMEOUT = 20.0
 
 
-class RegistryError(Exception):
-    """A connection setting is unusable (missing file, plaintext to a remote host, ...)."""
-
-
 class GatewayRegistry(Protocol):
     def get_channel(self, service: str, shard: int = 0) -> grpc.aio.Channel:
         """A channel to ``service``. The same (service, shard) returns the same channel."""
 
     async def close(self) -> None:
         """Close every channel handed out."""
-
-
-def _read_file(path: Path, what: str) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RegistryError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from exc
-    if not data.strip():
-        raise RegistryError(f"{what} {str(path)!r} is empty")
-    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,63 +71,10 @@ class TLSConfig:
             raise RegistryError("TLS client_cert and client_key must be given together")
 
     def credentials(self) -> grpc.ChannelCredentials:
-        root = _read_file(self.root_ca, "root CA certificate") if self.root_ca else None
-        cert = key = None
-        if self.client_cert is not None and self.client_key is not None:
-            cert = _read_file(self.client_cert, "client certificate")
-            key = _read_file(self.client_key, "client key")
-            _check_key_matches_cert(cert, key, self.client_cert, self.client_key)
-        if root is not None and b"-----BEGIN CERTIFICATE-----" not in root:
-            raise RegistryError(f"root CA certificate {str(self.root_ca)!r} is not PEM")
+        root, key, cert = load_tls_files(self.root_ca, self.client_cert, self.client_key)
         return grpc.ssl_channel_credentials(
             root_certificates=root, private_key=key, certificate_chain=cert
         )
-
-
-def _check_key_matches_cert(cert: bytes, key: bytes, cert_path: Path, key_path: Path) -> None:
-    """Catch a mismatched or unreadable cert/key pair at start-up with a message naming the
-    files; gRPC would only fail later, at handshake time, with a vague error."""
-    if b"-----BEGIN CERTIFICATE-----" not in cert:
-        raise RegistryError(f"client certificate {str(cert_path)!r} is not a PEM certificate")
-    if b"PRIVATE KEY-----" not in key:
-        raise RegistryError(f"client key {str(key_path)!r} is not a PEM private key")
-    try:  # best effort: cryptography is optional at run time
-        from cryptography import x509
-        from cryptography.hazmat.primitives import serialization
-    except ImportError:
-        return
-    try:
-        public = x509.load_pem_x509_certificate(cert).public_key()
-        private = serialization.load_pem_private_key(key, password=None)
-    except (ValueError, TypeError) as exc:
-        raise RegistryError(
-            f"cannot parse client certificate {str(cert_path)!r} / key {str(key_path)!r}: {exc}"
-        ) from exc
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
-    if public.public_bytes(enc, fmt) != private.public_key().public_bytes(enc, fmt):
-        raise RegistryError(
-            f"client key {str(key_path)!r} does not match client certificate {str(cert_path)!r}"
-        )
-
-
-def is_loopback(target: str) -> bool:
-    """True for targets that cannot leave this machine (127/8, ::1, localhost, unix sockets)."""
-    if target.startswith(("unix:", "unix-abstract:")):
-        return True
-    host = target
-    if host.startswith("dns:///"):
-        host = host[len("dns:///") :]
-    if host.startswith("["):
-        host = host[1 : host.find("]")] if "]" in host else host[1:]
-    elif host.count(":") == 1:
-        host = host.rsplit(":", 1)[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class StaticRegistry:
@@ -225,31 +165,6 @@ class StaticRegistry:
         return f"StaticRegistry({self.target!r}, {mode}, authority={self.authority!r})"
 
 
-def read_control_proxy(path: Path) -> dict[str, str]:
-    """Read the flat ``key: value`` settings of Magma's control_proxy.yml.
-
-    Only top-level scalars are needed, so this reads that subset of YAML (comments, quotes)
-    instead of depending on a YAML library.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RegistryError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
-    out: dict[str, str] = {}
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.split(" #", 1)[0].rstrip()
-        if not line.strip() or line.lstrip().startswith(("#", "---")) or line[0] in " \t-":
-            continue
-        key, sep, value = line.partition(":")
-        if not sep:
-            raise RegistryError(f"{path}:{lineno}: expected 'key: value', got {raw.strip()!r}")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[key.strip()] = value
-    return out
-
-
 class MagmaRegistry(StaticRegistry):
     """Connect the way a Magma gateway does, from its ``control_proxy.yml``.
 
@@ -260,29 +175,10 @@ class MagmaRegistry(StaticRegistry):
     """
 
     def __init__(self, path: str | Path, *, service: str = "streamer", **kwargs: Any) -> None:
-        path = Path(path)
-        cfg = read_control_proxy(path)
-
-        def need(key: str) -> str:
-            value = cfg.get(key, "")
-            if not value:
-                raise RegistryError(f"{path}: missing required key {key!r}")
-            return value
-
-        cloud_address = need("cloud_address")
-        authority = f"{service}-{cloud_address}"
-        proxied = cfg.get("proxy_cloud_connections", "false").lower() in ("true", "yes", "on", "1")
-        self.control_proxy = path
-        self.proxied = proxied
-        base = path.parent
-        if proxied:
-            port = need("local_port")
-            super().__init__(f"localhost:{port}", authority=authority, **kwargs)
-        else:
-            tls = TLSConfig(
-                root_ca=base / need("rootca_cert"),
-                client_cert=base / need("gateway_cert"),
-                client_key=base / need("gateway_key"),
-            )
-            target = f"{cloud_address}:{need('cloud_port')}"
-            super().__init__(target, tls=tls, authority=authority, **kwargs)
+        settings = magma_settings(Path(path), service)
+        self.control_proxy = settings.path
+        self.proxied = settings.proxied
+        tls = None
+        if not settings.proxied:
+            tls = TLSConfig(settings.root_ca, settings.client_cert, settings.client_key)
+        super().__init__(settings.target, tls=tls, authority=settings.authority, **kwargs)

@@ -227,9 +227,7 @@ class StreamRunner:
             self._call = None
             call.cancel()
 
-    async def _read(
-        self, call: grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch]
-    ) -> Step:
+    async def _read(self, call: grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch]) -> Step:
         streaming = False
         while True:
             try:

@@ -1,4 +1,4 @@
-"""Generated wire messages of ``magma.orc8r`` (see streamer.proto). Importing this does not import grpc."""
+"""Generated wire messages of ``magma.orc8r`` (see streamer.proto); importing them skips grpc."""
 
 from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch, StreamRequest
 
