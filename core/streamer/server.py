@@ -1,0 +1,337 @@
+"""The reference Streamer server: serves ``/magma.orc8r.Streamer/GetUpdates`` from a data source.
+
+Each stream is served in one of two modes:
+
+- ``poll`` (Magma's cloud): one full snapshot (``resync=True``), then the call ends OK.
+- ``push``: the snapshot, then the call stays open and every change is pushed as a
+  ``resync=False`` batch of the changed keys (a deleted key is an update with an empty value).
+
+A request whose ``extra_args`` is a ``google.protobuf.StringValue`` equal to the digest of the
+current snapshot (:func:`streamer.digest.snapshot_digest`) gets no snapshot: in poll mode the call
+ends with no data, in push mode only later changes are sent.
+
+Calls are plain coroutines on one event loop (no thread per call); a push call waiting for
+changes costs one future. Data sources live in :mod:`streamer.sources`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import grpc
+import grpc.aio
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.wrappers_pb2 import StringValue
+
+from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch, StreamRequest
+from streamer.sources import (
+    DirectorySource,
+    MemorySource,
+    Snapshot,
+    Source,
+    SourceError,
+    SQLiteSource,
+    UnknownStreamError,
+    open_source,
+)
+
+__all__ = [
+    "METHOD",
+    "MODES",
+    "SERVICE",
+    "DirectorySource",
+    "MemorySource",
+    "Mode",
+    "ReferenceServer",
+    "SQLiteSource",
+    "ServerTLS",
+    "Source",
+    "SourceError",
+    "StreamSpec",
+    "open_source",
+    "requested_digest",
+    "run_server",
+]
+
+logger = logging.getLogger("streamer.server")
+
+SERVICE = "magma.orc8r.Streamer"
+METHOD = f"/{SERVICE}/GetUpdates"
+
+Mode = Literal["poll", "push"]
+MODES: tuple[Mode, ...] = ("poll", "push")
+
+# Push calls are quiet for long stretches; let clients keep them alive with pings every 10 s+
+# instead of answering their keepalive with GOAWAY too_many_pings (gRPC's default is 5 min).
+_DEFAULT_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """A per-stream mode override: ``ReferenceServer(source, modes=[StreamSpec("x", "poll")])``."""
+
+    name: str
+    mode: Mode
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTLS:
+    """Server certificate (PEM files) and, optionally, the CA that signs client certificates."""
+
+    cert_chain_path: str | Path
+    key_path: str | Path
+    client_ca_path: str | Path | None = None
+    require_client_cert: bool = False
+
+    def credentials(self) -> grpc.ServerCredentials:
+        if self.require_client_cert and self.client_ca_path is None:
+            raise ValueError("ServerTLS: require_client_cert=True needs client_ca_path")
+        chain = _read_pem(self.cert_chain_path, "certificate chain")
+        key = _read_pem(self.key_path, "private key")
+        ca = None if self.client_ca_path is None else _read_pem(self.client_ca_path, "client CA")
+        return grpc.ssl_server_credentials(
+            [(key, chain)], root_certificates=ca, require_client_auth=self.require_client_cert
+        )
+
+
+def _read_pem(path: str | Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"ServerTLS: cannot read {what} {str(path)!r}: {exc}") from exc
+
+
+def _check_mode(mode: str, where: str) -> Mode:
+    if mode not in MODES:
+        raise ValueError(f"{where}: mode must be 'poll' or 'push', got {mode!r}")
+    return mode
+
+
+def requested_digest(request: StreamRequest) -> str | None:
+    """The snapshot digest a request carries in ``extra_args``, if any."""
+    extra: AnyProto = request.extra_args
+    if not request.HasField("extra_args") or not extra.Is(StringValue.DESCRIPTOR):
+        return None
+    value = StringValue()
+    if not extra.Unpack(value):
+        return None
+    return value.value
+
+
+class ReferenceServer:
+    """A real ``grpc.aio`` Streamer server over a :class:`streamer.sources.Source`.
+
+    ``mode`` is the default for every stream; ``modes`` overrides it per stream (a mapping of
+    stream name to mode, or :class:`StreamSpec` records). ``requests`` records every received
+    ``StreamRequest`` unless ``record_requests=False`` (long-running servers).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        mode: Mode | str = "push",
+        *,
+        modes: Mapping[str, Mode | str] | Sequence[StreamSpec] | None = None,
+        address: str = "127.0.0.1:0",
+        tls: ServerTLS | None = None,
+        max_send_message_length: int | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+        record_requests: bool = True,
+    ) -> None:
+        self.source = source
+        self.mode: Mode = _check_mode(mode, "ReferenceServer")
+        pairs = (
+            modes.items() if isinstance(modes, Mapping) else ((s.name, s.mode) for s in modes or ())
+        )
+        self.modes: dict[str, Mode] = {
+            name: _check_mode(m, f"ReferenceServer stream {name!r}") for name, m in pairs
+        }
+        self._bind = address
+        self.tls = tls
+        self._options = list(_DEFAULT_OPTIONS)
+        if max_send_message_length is not None:
+            self._options.append(("grpc.max_send_message_length", max_send_message_length))
+        self._options.extend(options)
+        self._record = record_requests
+        self.requests: list[StreamRequest] = []
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._source_started = False
+        self._batches: dict[str, tuple[int, DataUpdateBatch]] = {}
+
+    @property
+    def address(self) -> str:
+        """``host:port`` to dial, with the bound port (valid after :meth:`start`)."""
+        if self.port is None:
+            raise RuntimeError("ReferenceServer.address is known only after start()")
+        host = self._bind.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    def mode_for(self, stream: str) -> Mode:
+        return self.modes.get(stream, self.mode)
+
+    async def start(self) -> int:
+        """Start the source and the server; returns the bound port."""
+        if self._server is not None:
+            raise RuntimeError("ReferenceServer already started")
+        credentials = self.tls.credentials() if self.tls is not None else None
+        await self.source.start()
+        self._source_started = True
+        server = grpc.aio.server(options=self._options)
+        handler = grpc.unary_stream_rpc_method_handler(
+            self._get_updates,
+            request_deserializer=StreamRequest.FromString,
+            response_serializer=DataUpdateBatch.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(SERVICE, {"GetUpdates": handler})]
+        )
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(self._bind)
+            else:
+                port = server.add_secure_port(self._bind, credentials)
+        except RuntimeError as exc:
+            await self._stop_source()
+            raise OSError(f"ReferenceServer cannot listen on {self._bind!r}: {exc}") from exc
+        if port == 0:
+            await self._stop_source()
+            raise OSError(f"ReferenceServer cannot listen on {self._bind!r}")
+        await server.start()
+        self._server, self.port = server, port
+        logger.info("reference Streamer server listening on %s (%s)", self.address, self.mode)
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop serving; with ``grace=None`` open calls are cancelled at once."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(grace)
+        await self._stop_source()
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def __aenter__(self) -> ReferenceServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _stop_source(self) -> None:
+        if self._source_started:
+            self._source_started = False
+            await self.source.stop()
+
+    def _snapshot_batch(self, stream: str, snap: Snapshot) -> DataUpdateBatch:
+        cached = self._batches.get(stream)
+        if cached is not None and cached[0] == snap.version:
+            return cached[1]
+        batch = DataUpdateBatch(
+            updates=[DataUpdate(key=k, value=v) for k, v in snap.items], resync=True
+        )
+        self._batches[stream] = (snap.version, batch)
+        return batch
+
+    async def _get_updates(
+        self,
+        request: StreamRequest,
+        context: grpc.aio.ServicerContext[StreamRequest, DataUpdateBatch],
+    ) -> None:
+        if self._record:
+            self.requests.append(request)
+        stream = request.stream_name
+        mode = self.mode_for(stream)
+        digest = requested_digest(request)
+        try:
+            snap = await self.source.snapshot(stream)
+        except UnknownStreamError as exc:
+            logger.info(
+                "GetUpdates stream=%r gatewayId=%r peer=%s: unknown stream",
+                stream,
+                request.gatewayId,
+                context.peer(),
+            )
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        matched = digest is not None and digest == snap.digest
+        logger.info(
+            "GetUpdates stream=%r gatewayId=%r peer=%s mode=%s digest_matched=%s keys=%d",
+            stream,
+            request.gatewayId,
+            context.peer(),
+            mode,
+            matched,
+            len(snap.items),
+        )
+        if not matched:
+            await context.write(self._snapshot_batch(stream, snap))
+        if mode == "poll":
+            return
+        if matched:  # headers now, so the client knows the call is live before any change
+            await context.send_initial_metadata(())
+        version = snap.version
+        while True:
+            try:
+                changes = await self.source.changes_since(stream, version)
+            except UnknownStreamError:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"stream {stream!r} was removed")
+            batch = DataUpdateBatch(
+                updates=[DataUpdate(key=k, value=v) for k, v in changes.items],
+                resync=changes.resync,
+            )
+            await context.write(batch)
+            version = changes.version
+
+
+async def run_server(
+    source_spec: str,
+    address: str = "127.0.0.1:50051",
+    mode: str = "poll",
+    tls: ServerTLS | None = None,
+    *,
+    modes: Mapping[str, str] | None = None,
+    poll_interval: float = 0.5,
+    max_send_message_length: int | None = None,
+    on_started: Callable[[ReferenceServer], None] | None = None,
+) -> None:
+    """Serve ``source_spec`` (a directory or a ``.sqlite``/``.db`` file) until cancelled.
+
+    For ``streamer serve``. Raises :class:`streamer.sources.SourceError` for a bad source and
+    ``ValueError`` for a bad mode or TLS file; ``on_started`` sees the started server (its
+    ``address`` has the bound port). Cancelling the task stops the server with a 1 s grace.
+    """
+    source = open_source(source_spec, poll_interval=poll_interval)
+    server = ReferenceServer(
+        source,
+        mode,
+        modes=modes,
+        address=address,
+        tls=tls,
+        max_send_message_length=max_send_message_length,
+        options=[("grpc.so_reuseport", 0)],
+        record_requests=False,
+    )
+    await server.start()
+    try:
+        if on_started is not None:
+            on_started(server)
+        await server.wait_for_termination()
+    finally:
+        await asyncio.shield(server.stop(grace=1.0))

@@ -1,0 +1,580 @@
+"""Data sources for the reference Streamer server: what each stream holds and when it changes.
+
+Every source is a :class:`StreamStore`: an in-memory, versioned copy of ``stream -> key -> value``
+with a bounded change log, so a push-mode call that last saw version ``v`` gets exactly the keys
+changed since ``v`` (or a full resync when the log no longer reaches back that far) without each
+call keeping its own copy of the data. Waiting for a change costs one future per call, no thread.
+
+- :class:`MemorySource` is the store itself, changed through ``set`` / ``delete`` / ``replace``.
+- :class:`DirectorySource` and :class:`SQLiteSource` refresh the store from disk: on every
+  request (so poll mode is never stale) and every ``poll_interval`` seconds while started (so
+  push mode notices changes). Each poll first compares a cheap fingerprint.
+
+All mutations are thread-safe; waiters on any event loop are woken with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+from urllib.parse import quote, unquote
+
+from streamer.digest import Digester
+
+__all__ = [
+    "Changes",
+    "DirectorySource",
+    "MemorySource",
+    "PollingSource",
+    "SQLiteSource",
+    "Snapshot",
+    "Source",
+    "SourceError",
+    "StreamStore",
+    "UnknownStreamError",
+    "key_filename",
+    "open_source",
+    "write_key",
+]
+
+logger = logging.getLogger("streamer.server")
+
+SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+
+
+class SourceError(Exception):
+    """A data source cannot be opened or read; the message names the path."""
+
+
+class UnknownStreamError(LookupError):
+    """The source has no stream of that name."""
+
+    def __init__(self, stream: str, known: Iterable[str] = ()) -> None:
+        names = sorted(known)
+        shown = ", ".join(repr(n) for n in names[:10]) + (", ..." if len(names) > 10 else "")
+        super().__init__(f"unknown stream {stream!r} (this server has: {shown or 'no streams'})")
+        self.stream = stream
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One stream's full contents at ``version``; ``items`` is shared, never mutated."""
+
+    version: int
+    items: tuple[tuple[str, bytes], ...]
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed after some version, up to ``version``.
+
+    ``resync=False``: ``items`` are the changed keys with their current value, ``b""`` for a
+    deleted key. ``resync=True``: the change log did not reach back far enough and ``items`` is
+    the whole snapshot.
+    """
+
+    version: int
+    resync: bool
+    items: tuple[tuple[str, bytes], ...]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """What :class:`streamer.server.ReferenceServer` needs from a data source."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def streams(self) -> list[str]: ...
+
+    async def snapshot(self, stream: str) -> Snapshot: ...
+
+    async def changes_since(self, stream: str, version: int) -> Changes: ...
+
+
+class _Stream:
+    __slots__ = ("data", "digester", "floor", "log", "snap", "version")
+
+    def __init__(self, version: int) -> None:
+        self.data: dict[str, bytes] = {}
+        self.digester = Digester()
+        self.version = version
+        self.floor = version  # log entries with version <= floor may be missing
+        self.log: deque[tuple[int, str]] = deque()
+        self.snap: Snapshot | None = None
+
+
+class StreamStore:
+    """Versioned in-memory streams with change notification; the base of every source.
+
+    ``log_limit`` bounds the change log (entries, one per changed key); a call further behind
+    than that gets a resync batch instead of a diff.
+    """
+
+    def __init__(self, *, log_limit: int = 100_000) -> None:
+        if log_limit < 1:
+            raise ValueError(f"log_limit must be >= 1, got {log_limit}")
+        self._lock = threading.Lock()
+        self._streams: dict[str, _Stream] = {}
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._version = 0  # store-wide, so a re-created stream never reuses old versions
+        self._log_limit = log_limit
+
+    # -- reading -------------------------------------------------------------------------
+
+    def streams(self) -> list[str]:
+        with self._lock:
+            return sorted(self._streams)
+
+    def get(self, stream: str) -> dict[str, bytes]:
+        """A copy of one stream's data (raises :class:`UnknownStreamError`)."""
+        with self._lock:
+            return dict(self._stream(stream).data)
+
+    async def start(self) -> None:
+        """Nothing to do for an in-memory store; polling sources start their poller here."""
+
+    async def stop(self) -> None:
+        """Counterpart of :meth:`start`."""
+
+    async def snapshot(self, stream: str) -> Snapshot:
+        return self.snapshot_now(stream)
+
+    def snapshot_now(self, stream: str) -> Snapshot:
+        with self._lock:
+            st = self._stream(stream)
+            if st.snap is None or st.snap.version != st.version:
+                st.snap = Snapshot(st.version, tuple(st.data.items()), st.digester.hexdigest())
+            return st.snap
+
+    async def changes_since(self, stream: str, version: int) -> Changes:
+        """Wait until ``stream`` is newer than ``version`` and return what changed.
+
+        Raises :class:`UnknownStreamError` if the stream does not exist or is removed while
+        waiting.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                st = self._stream(stream)
+                if st.version > version:
+                    return self._collect(st, version)
+                fut: asyncio.Future[None] = loop.create_future()
+                self._waiters.setdefault(stream, set()).add(fut)
+            try:
+                await fut
+            finally:
+                with self._lock:
+                    waiters = self._waiters.get(stream)
+                    if waiters is not None:
+                        waiters.discard(fut)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def apply(
+        self, stream: str, changes: Mapping[str, bytes | None], *, replace: bool = False
+    ) -> int:
+        """Set (value) or delete (None) keys of ``stream``, creating it if needed.
+
+        With ``replace=True`` keys absent from ``changes`` are deleted too. Values equal to the
+        current ones are not changes. Returns the stream's version afterwards.
+        """
+        with self._lock:
+            st = self._streams.get(stream)
+            created = st is None
+            if st is None:
+                self._version += 1
+                st = self._streams[stream] = _Stream(self._version)
+            changed: list[tuple[str, bytes | None]] = []
+            for key, value in changes.items():
+                if not isinstance(key, str):
+                    raise TypeError(f"stream {stream!r}: key must be str, got {key!r}")
+                if value is None:
+                    if key in st.data:
+                        changed.append((key, None))
+                elif not isinstance(value, bytes):
+                    raise TypeError(f"stream {stream!r} key {key!r}: value must be bytes")
+                elif st.data.get(key) != value:
+                    changed.append((key, value))
+            if replace:
+                changed.extend((key, None) for key in st.data if key not in changes)
+            if not changed and not created:
+                return st.version
+            if changed:
+                self._version += 1
+                st.version = self._version
+            for key, value in changed:
+                old = st.data.get(key)
+                if old is not None:
+                    st.digester.remove(key, old)
+                if value is None:
+                    del st.data[key]
+                else:
+                    st.data[key] = value
+                    st.digester.add(key, value)
+                st.log.append((st.version, key))
+            while len(st.log) > self._log_limit:
+                st.floor = st.log.popleft()[0]
+            version = st.version
+            self._wake(stream)
+            return version
+
+    def remove_stream(self, stream: str) -> None:
+        """Forget a stream; push calls on it end with NOT_FOUND."""
+        with self._lock:
+            if self._streams.pop(stream, None) is not None:
+                self._wake(stream)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _stream(self, stream: str) -> _Stream:
+        st = self._streams.get(stream)
+        if st is None:
+            raise UnknownStreamError(stream, self._streams)
+        return st
+
+    def _collect(self, st: _Stream, since: int) -> Changes:
+        if since < st.floor:
+            return Changes(st.version, True, tuple(st.data.items()))
+        keys: set[str] = set()
+        for v, key in reversed(st.log):
+            if v <= since:
+                break
+            keys.add(key)
+        return Changes(st.version, False, tuple((k, st.data.get(k, b"")) for k in sorted(keys)))
+
+    def _wake(self, stream: str) -> None:
+        for fut in self._waiters.pop(stream, ()):
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
+                fut.get_loop().call_soon_threadsafe(_resolve, fut)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class MemorySource(StreamStore):
+    """A dict-backed source for tests, demos and benchmarks.
+
+    ``MemorySource({"subscribers": {"imsi1": b"..."}})``. Methods may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        streams: Mapping[str, Mapping[str, bytes]] | None = None,
+        *,
+        log_limit: int = 100_000,
+    ) -> None:
+        super().__init__(log_limit=log_limit)
+        for name, mapping in (streams or {}).items():
+            self.replace(name, mapping)
+
+    def set(self, stream: str, key: str, value: bytes) -> None:
+        self.apply(stream, {key: value})
+
+    def delete(self, stream: str, key: str) -> None:
+        """Delete a key (pushed as an update with an empty value); a missing key is a no-op."""
+        self.apply(stream, {key: None})
+
+    def replace(self, stream: str, mapping: Mapping[str, bytes]) -> None:
+        """Make ``stream`` hold exactly ``mapping`` (creating the stream if needed)."""
+        self.apply(stream, dict(mapping), replace=True)
+
+
+class PollingSource(StreamStore):
+    """A store refreshed from outside storage by :meth:`_scan` (run in a worker thread).
+
+    Refreshes are coalesced: a request waits for one scan that *started* after it arrived, so a
+    burst of 1000 requests costs at most two scans, and none of them reads stale data.
+    """
+
+    def __init__(self, *, poll_interval: float = 0.5, log_limit: int = 100_000) -> None:
+        super().__init__(log_limit=log_limit)
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0, got {poll_interval}")
+        self.poll_interval = poll_interval
+        self._issued = 0
+        self._done = 0
+        self._scan_lock = threading.Lock()
+        self._alock: asyncio.Lock | None = None
+        self._alock_loop: asyncio.AbstractEventLoop | None = None
+        self._users = 0
+        self._poller: asyncio.Task[None] | None = None
+
+    def _scan(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Release resources held between scans (called in a worker thread)."""
+
+    def _close_locked(self) -> None:
+        with self._scan_lock:
+            self._close()
+
+    def _scan_locked(self) -> None:
+        with self._scan_lock:
+            self._scan()
+
+    async def refresh(self) -> None:
+        """Bring the store up to date with storage (waits for a scan started after the call)."""
+        self._issued += 1
+        ticket = self._issued
+        async with self._async_lock():
+            if self._done >= ticket:
+                return
+            target = self._issued
+            await asyncio.to_thread(self._scan_locked)
+            self._done = target
+
+    async def start(self) -> None:
+        """Scan once (errors here are raised) and start polling; nested starts are counted."""
+        if self._users == 0:
+            await self.refresh()
+            self._poller = asyncio.create_task(self._poll(), name=f"poll {self!r}")
+        self._users += 1
+
+    async def stop(self) -> None:
+        if self._users == 0:
+            return
+        self._users -= 1
+        if self._users == 0 and self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+            await asyncio.to_thread(self._close_locked)
+
+    async def snapshot(self, stream: str) -> Snapshot:
+        try:
+            await self.refresh()
+        except SourceError as exc:
+            logger.warning("%s; serving the last data read", exc)
+        return self.snapshot_now(stream)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.refresh()
+            except Exception:
+                logger.exception("polling %r failed; keeping the last data", self)
+
+    def _async_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._alock is None or self._alock_loop is not loop:
+            self._alock, self._alock_loop = asyncio.Lock(), loop
+        return self._alock
+
+
+def key_filename(key: str) -> str:
+    """The file name that holds ``key`` in a :class:`DirectorySource` stream directory."""
+    return quote(key, safe="")
+
+
+def write_key(root: str | os.PathLike[str], stream: str, key: str, value: bytes) -> Path:
+    """Atomically write one key of a directory source (temp file in ``root``, then rename)."""
+    root = Path(root)
+    target = root / stream / key_filename(key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+    tmp.write_bytes(value)
+    os.replace(tmp, target)
+    return target
+
+
+_Sig = tuple[int, int, int]  # inode, mtime_ns, size
+_RACY_NS = 2_000_000_000  # files this recent are re-read: mtime granularity can hide a rewrite
+
+
+class DirectorySource(PollingSource):
+    """``root/<stream>/<quote(key, safe="")>`` files; the file's bytes are the value.
+
+    Every subdirectory of ``root`` is a stream (an empty one is an empty stream); regular files
+    directly in ``root`` are ignored, which is where :func:`write_key` puts its temp files.
+    Changes are found by comparing each file's (inode, mtime, size); files modified within the
+    last two seconds are re-read on every poll so a same-size rewrite is not missed.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        poll_interval: float = 0.5,
+        log_limit: int = 100_000,
+    ) -> None:
+        super().__init__(poll_interval=poll_interval, log_limit=log_limit)
+        self.root = Path(root)
+        self._files: dict[str, dict[str, _Sig]] = {}
+        self._racy: dict[str, set[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"DirectorySource({str(self.root)!r})"
+
+    def _scan(self) -> None:
+        now = time.time_ns()
+        try:
+            with os.scandir(self.root) as it:
+                names = [e.name for e in it if e.is_dir()]
+        except OSError as exc:
+            raise SourceError(f"cannot read stream directory {str(self.root)!r}: {exc}") from exc
+        for stream in set(self._files) - set(names):
+            del self._files[stream]
+            self._racy.pop(stream, None)
+            self.remove_stream(stream)
+        for stream in names:
+            try:
+                self._scan_stream(stream, now)
+            except FileNotFoundError:  # removed while scanning; the next poll forgets it
+                continue
+
+    def _scan_stream(self, stream: str, now: int) -> None:
+        directory = self.root / stream
+        prev = self._files.get(stream, {})
+        racy = self._racy.get(stream, set())
+        current: dict[str, _Sig] = {}
+        new_racy: set[str] = set()
+        changes: dict[str, bytes | None] = {}
+        with os.scandir(directory) as it:
+            entries = [e for e in it if e.is_file()]
+        for entry in entries:
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if prev.get(entry.name) != sig or entry.name in racy:
+                try:
+                    changes[unquote(entry.name)] = (directory / entry.name).read_bytes()
+                except FileNotFoundError:
+                    continue
+            current[entry.name] = sig
+            if st.st_mtime_ns >= now - _RACY_NS:
+                new_racy.add(entry.name)
+        for name in prev.keys() - current.keys():
+            changes.setdefault(unquote(name), None)
+        if changes or stream not in self._files:
+            self.apply(stream, changes)
+        self._files[stream] = current
+        self._racy[stream] = new_racy
+
+
+class SQLiteSource(PollingSource):
+    """One table per stream, named after the stream, with columns ``key`` and ``value``.
+
+    ``CREATE TABLE "subscribers" (key TEXT PRIMARY KEY, value BLOB)``. Tables without both
+    columns (and ``sqlite_*`` tables) are ignored; TEXT values are sent as UTF-8, NULL as empty.
+    The database is opened read-only; ``PRAGMA data_version`` tells whether another connection
+    committed since the last poll, and only then are the tables re-read.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        poll_interval: float = 0.5,
+        log_limit: int = 100_000,
+    ) -> None:
+        super().__init__(poll_interval=poll_interval, log_limit=log_limit)
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._data_version: int | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteSource({str(self.path)!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if not self.path.is_file():
+                raise SourceError(f"SQLite database {str(self.path)!r} does not exist")
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            try:
+                self._conn = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=False
+                )
+            except sqlite3.Error as exc:
+                raise SourceError(f"cannot open SQLite database {str(self.path)!r}: {exc}") from exc
+            self._data_version = None
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _scan(self) -> None:
+        conn = self._connect()
+        try:
+            (data_version,) = conn.execute("PRAGMA data_version").fetchone()
+            if data_version == self._data_version:
+                return
+            tables = self._read_all(conn)
+        except sqlite3.Error as exc:
+            self._close()
+            raise SourceError(f"cannot read SQLite database {str(self.path)!r}: {exc}") from exc
+        self._data_version = data_version
+        for stream in set(self.streams()) - tables.keys():
+            self.remove_stream(stream)
+        for stream, mapping in tables.items():
+            self.apply(stream, mapping, replace=True)
+
+    @staticmethod
+    def _read_all(conn: sqlite3.Connection) -> dict[str, dict[str, bytes]]:
+        conn.execute("BEGIN")
+        try:
+            names = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+                )
+            ]
+            tables: dict[str, dict[str, bytes]] = {}
+            for name in names:
+                quoted = '"' + name.replace('"', '""') + '"'
+                columns = {row[1].lower() for row in conn.execute(f"PRAGMA table_info({quoted})")}
+                if not {"key", "value"} <= columns:
+                    continue
+                tables[name] = {
+                    str(key): _as_bytes(value)
+                    for key, value in conn.execute(f"SELECT key, value FROM {quoted}")
+                    if key is not None
+                }
+            return tables
+        finally:
+            conn.execute("COMMIT")
+
+
+def _as_bytes(value: object) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8")
+
+
+def open_source(spec: str | os.PathLike[str], *, poll_interval: float = 0.5) -> PollingSource:
+    """A source from a command-line spec: a directory, or a ``.sqlite``/``.db`` file."""
+    path = Path(spec)
+    if path.suffix.lower() in SQLITE_SUFFIXES:
+        if not path.is_file():
+            raise SourceError(f"SQLite database {str(path)!r} does not exist")
+        return SQLiteSource(path, poll_interval=poll_interval)
+    if path.is_dir():
+        return DirectorySource(path, poll_interval=poll_interval)
+    raise SourceError(
+        f"data source {str(path)!r} is neither a directory nor a SQLite file "
+        f"({', '.join(SQLITE_SUFFIXES)})"
+    )

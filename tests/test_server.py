@@ -1,0 +1,555 @@
+"""The reference Streamer server, over real loopback gRPC with a plain grpc.aio client."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.wrappers_pb2 import StringValue
+from streamer.digest import EMPTY_DIGEST, snapshot_digest
+from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
+from streamer.server import (
+    METHOD,
+    ReferenceServer,
+    ServerTLS,
+    StreamSpec,
+    requested_digest,
+    run_server,
+)
+from streamer.sources import (
+    DirectorySource,
+    MemorySource,
+    SourceError,
+    SQLiteSource,
+    UnknownStreamError,
+    key_filename,
+    open_source,
+    write_key,
+)
+
+Call = Any  # grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch]
+
+
+def request(stream: str, digest: str | None = None, gateway: str = "gw1") -> StreamRequest:
+    req = StreamRequest(gatewayId=gateway, stream_name=stream)
+    if digest is not None:
+        extra = AnyProto()
+        extra.Pack(StringValue(value=digest))
+        req.extra_args.CopyFrom(extra)
+    return req
+
+
+def open_call(channel: grpc.aio.Channel, req: StreamRequest) -> Call:
+    stub = channel.unary_stream(
+        METHOD,
+        request_serializer=StreamRequest.SerializeToString,
+        response_deserializer=DataUpdateBatch.FromString,
+    )
+    return stub(req)
+
+
+async def read(call: Call, timeout: float = 3.0) -> DataUpdateBatch:
+    batch = await asyncio.wait_for(call.read(), timeout)
+    assert batch is not grpc.aio.EOF, "call ended, expected a batch"
+    assert isinstance(batch, DataUpdateBatch)
+    return batch
+
+
+async def read_all(call: Call, timeout: float = 3.0) -> list[DataUpdateBatch]:
+    async def collect() -> list[DataUpdateBatch]:
+        out = []
+        while (batch := await call.read()) is not grpc.aio.EOF:
+            out.append(batch)
+        return out
+
+    return await asyncio.wait_for(collect(), timeout)
+
+
+def as_dict(batch: DataUpdateBatch) -> dict[str, bytes]:
+    return {u.key: u.value for u in batch.updates}
+
+
+async def read_until(call: Call, want: dict[str, bytes], timeout: float = 3.0) -> None:
+    """Read resync=False batches until ``want`` has been seen (changes may be coalesced)."""
+    seen: dict[str, bytes] = {}
+
+    async def loop() -> None:
+        while any(seen.get(k) != v for k, v in want.items()):
+            batch = await read(call, timeout)
+            assert not batch.resync
+            seen.update(as_dict(batch))
+
+    await asyncio.wait_for(loop(), timeout)
+
+
+@pytest.fixture
+async def server_factory() -> AsyncIterator[Any]:
+    started: list[ReferenceServer] = []
+
+    async def make(source: Any, mode: str = "push", **kwargs: Any) -> ReferenceServer:
+        server = ReferenceServer(source, mode, **kwargs)
+        await server.start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        await server.stop()
+
+
+@pytest.fixture
+async def channels() -> AsyncIterator[Any]:
+    opened: list[grpc.aio.Channel] = []
+
+    def make(address: str, **options: Any) -> grpc.aio.Channel:
+        ch = grpc.aio.insecure_channel(address, options=list(options.items()))
+        opened.append(ch)
+        return ch
+
+    yield make
+    for ch in opened:
+        await ch.close()
+
+
+SUBS = {"imsi1": b"one", "imsi2": b"two"}
+
+
+async def test_poll_mode_sends_one_resync_batch_then_ends(
+    server_factory: Any, channels: Any
+) -> None:
+    server = await server_factory(MemorySource({"subs": SUBS}), "poll")
+    call = open_call(channels(server.address), request("subs"))
+    batches = await read_all(call)
+    assert len(batches) == 1
+    assert batches[0].resync is True
+    assert as_dict(batches[0]) == SUBS
+    assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_push_mode_sends_snapshot_then_changes(server_factory: Any, channels: Any) -> None:
+    source = MemorySource({"subs": SUBS})
+    server = await server_factory(source, "push")
+    call = open_call(channels(server.address), request("subs"))
+    first = await read(call)
+    assert first.resync and as_dict(first) == SUBS
+
+    source.set("subs", "imsi3", b"three")
+    batch = await read(call)
+    assert not batch.resync and as_dict(batch) == {"imsi3": b"three"}
+
+    source.delete("subs", "imsi1")
+    batch = await read(call)
+    assert not batch.resync and as_dict(batch) == {"imsi1": b""}
+
+    source.set("subs", "imsi2", b"two")  # unchanged value: not a change
+    source.replace("subs", {"imsi2": b"TWO", "imsi4": b"four"})
+    batch = await read(call)
+    assert not batch.resync
+    assert as_dict(batch) == {"imsi2": b"TWO", "imsi3": b"", "imsi4": b"four"}
+    call.cancel()
+
+
+async def test_per_stream_mode_overrides(server_factory: Any, channels: Any) -> None:
+    source = MemorySource({"a": SUBS, "b": SUBS, "c": SUBS})
+    server = await server_factory(source, "push", modes={"a": "poll"})
+    ch = channels(server.address)
+    assert len(await read_all(open_call(ch, request("a")))) == 1
+    push_call = open_call(ch, request("b"))
+    await read(push_call)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(push_call.read(), 0.2)  # still open, nothing to send
+    push_call.cancel()
+
+    server2 = await server_factory(source, "poll", modes=[StreamSpec("c", "push")])
+    assert server2.mode_for("c") == "push" and server2.mode_for("a") == "poll"
+    with pytest.raises(ValueError, match="'sideways'"):
+        ReferenceServer(source, "sideways")
+    with pytest.raises(ValueError, match="stream 'x'"):
+        ReferenceServer(source, modes={"x": "nope"})
+
+
+async def test_digest_match_skips_snapshot(server_factory: Any, channels: Any) -> None:
+    source = MemorySource({"subs": SUBS})
+    digest = snapshot_digest(SUBS.items())
+    poll = await server_factory(source, "poll")
+    batches = await read_all(open_call(channels(poll.address), request("subs", digest)))
+    assert batches == []
+
+    stale = await read_all(open_call(channels(poll.address), request("subs", EMPTY_DIGEST)))
+    assert len(stale) == 1 and stale[0].resync
+
+    push = await server_factory(source, "push")
+    call = open_call(channels(push.address), request("subs", digest))
+    await asyncio.wait_for(call.initial_metadata(), 3)  # sent at once when nothing else is
+    source.set("subs", "imsi1", b"ONE")
+    batch = await read(call)
+    assert not batch.resync and as_dict(batch) == {"imsi1": b"ONE"}
+    call.cancel()
+
+
+def test_requested_digest_ignores_other_extra_args() -> None:
+    assert requested_digest(request("s")) is None
+    assert requested_digest(request("s", "sha256:ab")) == "sha256:ab"
+    other = request("s")
+    other.extra_args.Pack(StreamRequest(stream_name="x"))
+    assert requested_digest(other) is None
+
+
+async def test_unknown_stream_is_not_found(server_factory: Any, channels: Any) -> None:
+    server = await server_factory(MemorySource({"subs": SUBS}), "push")
+    call = open_call(channels(server.address), request("nope"))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await read_all(call)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "'nope'" in (info.value.details() or "")
+    assert "'subs'" in (info.value.details() or "")
+
+
+async def test_removed_stream_ends_push_calls_with_not_found(
+    server_factory: Any, channels: Any
+) -> None:
+    source = MemorySource({"subs": SUBS})
+    server = await server_factory(source, "push")
+    call = open_call(channels(server.address), request("subs"))
+    await read(call)
+    source.remove_stream("subs")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await read_all(call)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_requests_are_recorded_and_logged(
+    server_factory: Any, channels: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="streamer.server")
+    source = MemorySource({"subs": SUBS})
+    server = await server_factory(source, "poll")
+    ch = channels(server.address)
+    await read_all(open_call(ch, request("subs", gateway="gw-A")))
+    await read_all(open_call(ch, request("subs", snapshot_digest(SUBS.items()), gateway="gw-B")))
+    assert [(r.gatewayId, r.stream_name) for r in server.requests] == [
+        ("gw-A", "subs"),
+        ("gw-B", "subs"),
+    ]
+    lines = [r.getMessage() for r in caplog.records if r.name == "streamer.server"]
+    gets = [line for line in lines if line.startswith("GetUpdates")]
+    assert len(gets) == 2
+    assert "'gw-A'" in gets[0] and "digest_matched=False" in gets[0] and "peer=ipv4:" in gets[0]
+    assert "'gw-B'" in gets[1] and "digest_matched=True" in gets[1]
+
+
+async def test_hundred_concurrent_push_calls(server_factory: Any, channels: Any) -> None:
+    source = MemorySource({"subs": SUBS})
+    server = await server_factory(source, "push")
+    ch = channels(server.address)
+    calls = [open_call(ch, request("subs", gateway=f"gw{i}")) for i in range(100)]
+    firsts = await asyncio.gather(*(read(c, 10) for c in calls))
+    assert all(b.resync and as_dict(b) == SUBS for b in firsts)
+    source.set("subs", "imsi9", b"nine")
+    changes = await asyncio.gather(*(read(c, 10) for c in calls))
+    assert all(not b.resync and as_dict(b) == {"imsi9": b"nine"} for b in changes)
+    assert len(server.requests) == 100
+    for c in calls:
+        c.cancel()
+
+
+async def test_large_snapshot_with_raised_limits(server_factory: Any, channels: Any) -> None:
+    big = {f"k{i}": bytes(1024) * 1024 for i in range(6)}  # 6 MiB > gRPC's 4 MiB default
+    server = await server_factory(
+        MemorySource({"big": big}), "poll", max_send_message_length=32 << 20
+    )
+    ch = channels(server.address, **{"grpc.max_receive_message_length": 32 << 20})
+    batches = await read_all(open_call(ch, request("big")))
+    assert as_dict(batches[0]) == big
+
+
+# -- the change log -----------------------------------------------------------------------
+
+
+async def test_changes_since_resyncs_when_log_is_too_short() -> None:
+    source = MemorySource({"s": {"a": b"1"}}, log_limit=2)
+    v0 = source.snapshot_now("s").version
+    source.set("s", "b", b"2")
+    v1 = source.snapshot_now("s").version
+    source.set("s", "c", b"3")
+    source.set("s", "d", b"4")
+    recent = await source.changes_since("s", v1 + 1)
+    assert not recent.resync and recent.items == (("d", b"4"),)
+    old = await source.changes_since("s", v0)
+    assert old.resync and dict(old.items) == {"a": b"1", "b": b"2", "c": b"3", "d": b"4"}
+    with pytest.raises(UnknownStreamError, match="'zz'"):
+        await source.changes_since("zz", 0)
+
+
+async def test_memory_source_wakes_waiters_from_other_threads() -> None:
+    source = MemorySource({"s": {}})
+    version = source.snapshot_now("s").version
+    waiter = asyncio.create_task(source.changes_since("s", version))
+    await asyncio.sleep(0.01)
+    await asyncio.to_thread(source.set, "s", "k", b"v")
+    changes = await asyncio.wait_for(waiter, 2)
+    assert changes.items == (("k", b"v"),)
+    assert source.snapshot_now("s").digest == snapshot_digest([("k", b"v")])
+
+
+# -- directory and SQLite sources ---------------------------------------------------------
+
+
+async def test_directory_source_serves_and_picks_up_changes(
+    tmp_path: Path, server_factory: Any, channels: Any
+) -> None:
+    odd_key = "a/b c%d.é"
+    write_key(tmp_path, "subs", "imsi1", b"one")
+    write_key(tmp_path, "subs", odd_key, b"odd")
+    (tmp_path / "empty").mkdir()
+    assert (tmp_path / "subs" / key_filename(odd_key)).is_file()
+    source = DirectorySource(tmp_path, poll_interval=0.05)
+    server = await server_factory(source, "push", modes={"empty": "poll"})
+    ch = channels(server.address)
+
+    call = open_call(ch, request("subs"))
+    assert as_dict(await read(call)) == {"imsi1": b"one", odd_key: b"odd"}
+    empty = await read_all(open_call(ch, request("empty")))
+    assert len(empty) == 1 and empty[0].resync and not empty[0].updates
+
+    write_key(tmp_path, "subs", "imsi1", b"ONE")  # same size, same second: still seen
+    await read_until(call, {"imsi1": b"ONE"})
+    (tmp_path / "subs" / key_filename(odd_key)).unlink()
+    await read_until(call, {odd_key: b""})
+
+    write_key(tmp_path, "late", "k", b"v")  # a new stream appears; poll requests see it at once
+    server_poll = await server_factory(source, "poll")  # the same source, shared
+    late = await read_all(open_call(channels(server_poll.address), request("late")))
+    assert as_dict(late[0]) == {"k": b"v"}
+    call.cancel()
+
+
+async def test_directory_source_missing_root(tmp_path: Path) -> None:
+    source = DirectorySource(tmp_path / "nope")
+    with pytest.raises(SourceError, match="nope"):
+        await source.start()
+
+
+def _make_db(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute('CREATE TABLE "subs" (key TEXT PRIMARY KEY, value BLOB)')
+    db.execute('CREATE TABLE "my stream" (key TEXT PRIMARY KEY, value TEXT)')
+    db.execute("CREATE TABLE other (id INTEGER)")
+    db.executemany("INSERT INTO subs VALUES (?, ?)", [("imsi1", b"one"), ("imsi2", b"two")])
+    db.execute("""INSERT INTO "my stream" VALUES ('k', 'text')""")
+    return db
+
+
+async def test_sqlite_source_serves_and_picks_up_changes(
+    tmp_path: Path, server_factory: Any, channels: Any
+) -> None:
+    db = _make_db(tmp_path / "data.sqlite")
+    source = SQLiteSource(tmp_path / "data.sqlite", poll_interval=0.05)
+    server = await server_factory(source, "push", modes={"my stream": "poll"})
+    ch = channels(server.address)
+    assert source.streams() == ["my stream", "subs"]
+
+    polled = await read_all(open_call(ch, request("my stream")))
+    assert as_dict(polled[0]) == {"k": b"text"}
+    call = open_call(ch, request("subs"))
+    assert as_dict(await read(call)) == {"imsi1": b"one", "imsi2": b"two"}
+
+    db.execute("UPDATE subs SET value = ? WHERE key = 'imsi1'", (b"ONE",))
+    await read_until(call, {"imsi1": b"ONE"})
+    db.execute("DELETE FROM subs WHERE key = 'imsi2'")
+    await read_until(call, {"imsi2": b""})
+
+    db.execute("CREATE TABLE fresh (key TEXT, value BLOB)")
+    fresh = open_call(ch, request("fresh"))
+    first = await read(fresh)
+    assert first.resync and not first.updates
+    fresh.cancel()
+    db.execute("DROP TABLE subs")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await read_all(call)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    db.close()
+
+
+def test_open_source_picks_by_spec(tmp_path: Path) -> None:
+    _make_db(tmp_path / "x.db").close()
+    assert isinstance(open_source(tmp_path / "x.db"), SQLiteSource)
+    assert isinstance(open_source(str(tmp_path)), DirectorySource)
+    with pytest.raises(SourceError, match="does not exist"):
+        open_source(tmp_path / "missing.sqlite")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(SourceError, match="neither a directory"):
+        open_source(tmp_path / "file.txt")
+
+
+async def test_run_server_serves_a_directory_until_cancelled(tmp_path: Path, channels: Any) -> None:
+    write_key(tmp_path, "subs", "imsi1", b"one")
+    started: asyncio.Future[ReferenceServer] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        run_server(str(tmp_path), "127.0.0.1:0", "poll", on_started=started.set_result)
+    )
+    server = await asyncio.wait_for(started, 5)
+    batches = await read_all(open_call(channels(server.address), request("subs")))
+    assert as_dict(batches[0]) == {"imsi1": b"one"}
+    assert server.requests == []  # not recorded in a long-running server
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+# -- TLS ----------------------------------------------------------------------------------
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool = False,
+    san: list[x509.GeneralName] | None = None,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    issuer_name, issuer_key = issuer if issuer else (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _pem(obj: x509.Certificate | ec.EllipticCurvePrivateKey) -> bytes:
+    if isinstance(obj, x509.Certificate):
+        return obj.public_bytes(serialization.Encoding.PEM)
+    return obj.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("test-ca", ca_key, None, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = _cert(
+        "localhost",
+        server_key,
+        ("test-ca", ca_key),
+        san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert = _cert("gateway-1", client_key, ("test-ca", ca_key))
+    files = {
+        "ca": _pem(ca),
+        "server_cert": _pem(server_cert),
+        "server_key": _pem(server_key),
+        "client_cert": _pem(client_cert),
+        "client_key": _pem(client_key),
+    }
+    paths = {}
+    for name, data in files.items():
+        paths[name] = d / f"{name}.pem"
+        paths[name].write_bytes(data)
+    return paths
+
+
+async def _tls_read(address: str, creds: grpc.ChannelCredentials) -> list[DataUpdateBatch]:
+    async with grpc.aio.secure_channel(
+        address, creds, options=[("grpc.ssl_target_name_override", "localhost")]
+    ) as ch:
+        return await read_all(open_call(ch, request("subs")), timeout=5)
+
+
+async def test_tls_handshake(pki: dict[str, Path], server_factory: Any) -> None:
+    tls = ServerTLS(pki["server_cert"], pki["server_key"])
+    server = await server_factory(MemorySource({"subs": SUBS}), "poll", tls=tls)
+    creds = grpc.ssl_channel_credentials(root_certificates=pki["ca"].read_bytes())
+    batches = await _tls_read(server.address, creds)
+    assert as_dict(batches[0]) == SUBS
+
+    async with grpc.aio.insecure_channel(server.address) as plain:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await read_all(open_call(plain, request("subs")), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_tls_requires_client_certificate(pki: dict[str, Path], server_factory: Any) -> None:
+    tls = ServerTLS(
+        pki["server_cert"],
+        pki["server_key"],
+        client_ca_path=pki["ca"],
+        require_client_cert=True,
+    )
+    server = await server_factory(MemorySource({"subs": SUBS}), "poll", tls=tls)
+    ca = pki["ca"].read_bytes()
+    with_cert = grpc.ssl_channel_credentials(
+        root_certificates=ca,
+        private_key=pki["client_key"].read_bytes(),
+        certificate_chain=pki["client_cert"].read_bytes(),
+    )
+    assert as_dict((await _tls_read(server.address, with_cert))[0]) == SUBS
+    without = grpc.ssl_channel_credentials(root_certificates=ca)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _tls_read(server.address, without)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_tls_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="client_ca_path"):
+        ServerTLS("c", "k", require_client_cert=True).credentials()
+    with pytest.raises(ValueError, match=r"missing\.pem"):
+        ServerTLS(tmp_path / "missing.pem", tmp_path / "k").credentials()
+
+
+async def test_vanished_directory_keeps_serving_last_data(
+    tmp_path: Path, server_factory: Any, channels: Any
+) -> None:
+    root = tmp_path / "data"
+    write_key(root, "subs", "k", b"v")
+    server = await server_factory(DirectorySource(root, poll_interval=0.05), "poll")
+    (root / "subs" / "k").unlink()
+    (root / "subs").rmdir()
+    root.rmdir()
+    batches = await read_all(open_call(channels(server.address), request("subs")))
+    assert as_dict(batches[0]) == {"k": b"v"}
+
+
+async def test_run_server_fixed_port_is_exclusive(tmp_path: Path) -> None:
+    started: asyncio.Future[ReferenceServer] = asyncio.get_running_loop().create_future()
+    first = asyncio.create_task(
+        run_server(str(tmp_path), "127.0.0.1:0", on_started=started.set_result)
+    )
+    server = await asyncio.wait_for(started, 5)
+    with pytest.raises(OSError, match="cannot listen"):
+        await run_server(str(tmp_path), server.address)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
