@@ -20,11 +20,11 @@ from streamer.config import (
     StreamingConfig,
     config_from_text,
     find_config,
-    is_loopback_target,
     load_config,
     parse_config,
     split_address,
 )
+from streamer.connection import is_loopback
 
 P = Path("streamer.toml")
 
@@ -161,7 +161,7 @@ def test_address_helpers() -> None:
     assert split_address("[::1]:80") == ("::1", 80)
     for bad in ("h", ":1", "h:", "h:x", "::1:80", "[::1:80", "[zz]:80", "a b:1", "h:123456"):
         assert split_address(bad) is None, bad
-    assert is_loopback_target("127.1.2.3:1") and not is_loopback_target("10.0.0.1:1")
+    assert is_loopback("127.1.2.3:1") and not is_loopback("10.0.0.1:1")
 
 
 # --- errors -----------------------------------------------------------------------------------

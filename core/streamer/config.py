@@ -26,6 +26,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
+from streamer.connection import DEFAULT_KEEPALIVE_TIME, DEFAULT_KEEPALIVE_TIMEOUT, is_loopback
+
 __all__ = [
     "CONFIG_ENV",
     "CONFIG_NAME",
@@ -39,7 +41,6 @@ __all__ = [
     "StreamingConfig",
     "config_from_text",
     "find_config",
-    "is_loopback_target",
     "load_config",
     "parse_config",
     "split_address",
@@ -90,8 +91,8 @@ class CloudConfig:
     control_proxy: Path | None = None
     gateway_id: str = ""
     max_receive_message_mb: int = 64
-    keepalive_time_s: float = 30.0
-    keepalive_timeout_s: float = 10.0
+    keepalive_time_s: float = DEFAULT_KEEPALIVE_TIME
+    keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT
     max_streams_per_connection: int = 100
 
     @property
@@ -106,7 +107,7 @@ class CloudConfig:
             return False
         if self.root_ca or self.client_cert or self.client_key:
             return True
-        return not (self.target is not None and is_loopback_target(self.target))
+        return not (self.target is not None and is_loopback(self.target))
 
     @property
     def max_receive_message_bytes(self) -> int:
@@ -294,9 +295,11 @@ def _cloud(v: _Validator, raw: object) -> CloudConfig:
         max_receive_message_mb=v.integer(
             t, "cloud.max_receive_message_mb", 64, minimum=1, maximum=_MAX_RECEIVE_MB
         ),
-        keepalive_time_s=v.number(t, "cloud.keepalive_time_s", 30.0, maximum=_MAX_KEEPALIVE_S),
+        keepalive_time_s=v.number(
+            t, "cloud.keepalive_time_s", DEFAULT_KEEPALIVE_TIME, maximum=_MAX_KEEPALIVE_S
+        ),
         keepalive_timeout_s=v.number(
-            t, "cloud.keepalive_timeout_s", 10.0, maximum=_MAX_KEEPALIVE_S
+            t, "cloud.keepalive_timeout_s", DEFAULT_KEEPALIVE_TIMEOUT, maximum=_MAX_KEEPALIVE_S
         ),
         max_streams_per_connection=v.integer(
             t, "cloud.max_streams_per_connection", 100, minimum=1, maximum=_INT32_MAX
@@ -381,19 +384,6 @@ def split_address(address: str) -> tuple[str, int] | None:
     elif ":" in host or any(c.isspace() for c in host) or "/" in host:
         return None
     return host, int(port)
-
-
-def is_loopback_target(target: str) -> bool:
-    parts = split_address(target)
-    if parts is None:
-        return False
-    host = parts[0]
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Validator:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "DEFAULT_KEEPALIVE_TIME",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
     "MagmaSettings",
     "RegistryError",
     "check_key_matches_cert",
@@ -20,6 +22,13 @@ __all__ = [
     "read_control_proxy",
     "read_pem",
 ]
+
+# Default gRPC servers (C core, Go) count a ping as abuse when it comes less than 5 minutes after
+# the previous one while they send no data, and close the connection with too_many_pings after
+# two strikes. 300 s is the shortest interval that never trips that on a quiet stream, and it is
+# under common NAT idle timeouts (AWS NAT: 350 s); the timeout then detects a half-open path.
+DEFAULT_KEEPALIVE_TIME = 300.0
+DEFAULT_KEEPALIVE_TIMEOUT = 20.0
 
 
 class RegistryError(Exception):

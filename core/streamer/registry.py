@@ -18,6 +18,8 @@ import grpc
 import grpc.aio
 
 from streamer.connection import (
+    DEFAULT_KEEPALIVE_TIME,
+    DEFAULT_KEEPALIVE_TIMEOUT,
     RegistryError,
     is_loopback,
     load_tls_files,
@@ -42,12 +44,6 @@ log = logging.getLogger("streamer.registry")
 
 # gRPC's default receive limit is 4 MiB; Magma users hit it with ~18k subscribers.
 DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH = 64 * 1024 * 1024
-# Default gRPC servers (C core, Go) count a ping as abuse when it comes less than 5 minutes after
-# the previous one while they send no data, and close the connection with too_many_pings after
-# two strikes. 300 s is the shortest interval that never trips that on a quiet stream, and it is
-# under common NAT idle timeouts (AWS NAT: 350 s); the timeout then detects a half-open path.
-DEFAULT_KEEPALIVE_TIME = 300.0
-DEFAULT_KEEPALIVE_TIMEOUT = 20.0
 
 
 class GatewayRegistry(Protocol):

@@ -1,0 +1,118 @@
+"""Load-time checks shared by ``streamer check`` and ``streamer run``, without importing gRPC.
+
+Everything is collected and reported together; nothing is started when any check fails.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Iterable, Sequence
+
+import importlib_metadata
+
+from streamer.backoff import Backoff
+from streamer.config import Config, ConfigError
+from streamer.connection import RegistryError, is_loopback, load_tls_files, magma_settings
+from streamer.plugins import (
+    HOOKS_GROUP,
+    LISTENERS_GROUP,
+    LoadedPlugin,
+    Plugin,
+    Problem,
+    find_plugins,
+    import_plugin,
+    load_plugins,
+    select,
+)
+
+__all__ = ["Distributions", "LoadFailed", "build_backoff", "check", "load_hooks"]
+
+Distributions = Callable[[], Iterable[importlib_metadata.Distribution]] | None
+
+
+class LoadFailed(Exception):
+    """Load-time checks failed; nothing was started. ``str()`` is the readable report."""
+
+    def __init__(self, problems: Sequence[Problem | str]) -> None:
+        self.problems = tuple(problems)
+        n = len(self.problems)
+        lines = [f"{n} problem{'s' if n != 1 else ''} found; nothing was started:"]
+        lines += [f"  {i}. {p}" for i, p in enumerate(self.problems, 1)]
+        super().__init__("\n".join(lines))
+
+
+def build_backoff(config: Config) -> Backoff:
+    s = config.streaming
+    return Backoff(
+        initial=s.backoff_initial,
+        multiplier=s.backoff_multiplier,
+        jitter=s.backoff_jitter,
+        maximum=s.backoff_max,
+    )
+
+
+def load_hooks(
+    config: Config, distributions: Iterable[importlib_metadata.Distribution] | None = None
+) -> tuple[list[tuple[Plugin, object]], list[Problem]]:
+    """Import the enabled observers (``streamer.hooks``). A module is registered as it is; a
+    class or function is called with the observer's ``[hook.<name>]`` table."""
+    found = find_plugins(HOOKS_GROUP, distributions)
+    selected, problems = select(found, config.hooks)
+    out: list[tuple[Plugin, object]] = []
+    errors = list(problems)
+    for plugin in selected:
+        obj = import_plugin(plugin)
+        if isinstance(obj, Problem):
+            errors.append(obj)
+            continue
+        if callable(obj) and not isinstance(obj, types.ModuleType):
+            try:
+                obj = obj(config.hook_table(plugin.name))
+            except Exception as exc:
+                errors.append(
+                    Problem(plugin.display, f"observer factory raised {exc!r}", (plugin,), exc)
+                )
+                continue
+        out.append((plugin, obj))
+    return out, errors
+
+
+def check(
+    config: Config, distributions: Distributions = None
+) -> tuple[tuple[LoadedPlugin, ...], list[tuple[Plugin, object]]]:
+    """Everything `run` checks before connecting. Raises LoadFailed with every problem."""
+    problems: list[Problem | str] = []
+    try:
+        config.require_cloud()
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if not config.plugins:
+        problems.append(f"{config.path}: plugins: no listener plugin is enabled")
+    dists = list(distributions()) if distributions else None
+    result = load_plugins(LISTENERS_GROUP, config.plugins, config.plugin_tables, dists)
+    problems.extend(result.problems)
+    hooks, hook_problems = load_hooks(config, dists)
+    problems.extend(hook_problems)
+    if not problems:
+        try:
+            _validate_connection(config)
+        except (RegistryError, ConfigError, ValueError) as exc:
+            problems.append(f"{config.path}: cloud: {exc}")
+    if problems:
+        raise LoadFailed(problems)
+    return result.loaded, hooks
+
+
+def _validate_connection(config: Config) -> None:
+    """Check the connection settings (files readable and PEM, key matches cert, Magma's
+    control_proxy.yml complete) without connecting."""
+    cloud = config.require_cloud()
+    build_backoff(config)
+    if cloud.control_proxy is not None:
+        settings = magma_settings(cloud.control_proxy)
+        if not settings.proxied:
+            load_tls_files(settings.root_ca, settings.client_cert, settings.client_key)
+    elif cloud.use_tls:
+        load_tls_files(cloud.root_ca, cloud.client_cert, cloud.client_key)
+    elif not cloud.insecure and cloud.target is not None and not is_loopback(cloud.target):
+        raise RegistryError(f"plaintext to non-loopback target {cloud.target!r} needs insecure")

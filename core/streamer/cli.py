@@ -1,0 +1,205 @@
+"""The ``streamer`` command: run, check, list, serve, status.
+
+Heavy imports (grpc, the host) happen inside the commands that need them, so ``list`` and
+``check`` start fast and never import gRPC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from streamer.config import Config, ConfigError, find_config, load_config
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+def _err(message: str) -> None:
+    print(f"streamer: {message}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace, *, required: bool = True) -> tuple[Path | None, Config | None]:
+    path = find_config(args.config, os.environ)
+    if path is None:
+        if required:
+            raise ConfigError(
+                "streamer.toml",
+                "",
+                "no config file found (searched --config, $STREAMER_CONFIG, ./streamer.toml, "
+                "$XDG_CONFIG_HOME/streamer/streamer.toml, /etc/streamer/streamer.toml); "
+                "try `streamer run --demo`",
+            )
+        return None, None
+    return path, load_config(path)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from streamer.checks import LoadFailed, check
+
+    path, config = _load(args)
+    assert path is not None and config is not None
+    try:
+        loaded, hooks = check(config)
+    except LoadFailed as exc:
+        print(f"{path}: NOT OK\n{exc}")
+        return EXIT_USAGE
+    print(f"{path}: OK")
+    for lp in loaded:
+        print(f"  {lp.plugin.display} {lp.plugin.version}: streams {', '.join(lp.stream_names)}")
+    for plugin, _ in hooks:
+        print(f"  observer {plugin.display} {plugin.version}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from streamer.plugins import (
+        LISTENERS_GROUP,
+        find_plugins,
+        format_table,
+        load_plugins,
+        plugin_rows,
+        rows_to_json,
+    )
+
+    _, config = _load(args, required=False)
+    found = find_plugins(LISTENERS_GROUP)
+    enabled = config.plugins if config else ()
+    result = None
+    if config is not None and enabled:
+        result = load_plugins(LISTENERS_GROUP, enabled, config.plugin_tables)
+    rows = plugin_rows(found, enabled, result)
+    print(rows_to_json(rows) if args.json else format_table(rows))
+    if not rows and not args.json:
+        print("(no plugins installed in the 'streamer.listeners' entry-point group)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streamer.logs import configure_logging
+
+    if args.demo:
+        from streamer.demo import run_demo
+
+        configure_logging(args.log_level or "INFO", args.log_format or "human")
+        return run_demo(interval=args.demo_interval, duration=args.demo_duration)
+
+    path, config = _load(args)
+    assert path is not None and config is not None
+    configure_logging(args.log_level or config.log.level, args.log_format or config.log.format)
+
+    from streamer.checks import LoadFailed
+    from streamer.connection import RegistryError
+    from streamer.host import Host
+
+    host = Host(config, reload_config=lambda: load_config(path))
+    try:
+        return asyncio.run(host.run())
+    except LoadFailed as exc:
+        _err(f"{path}: not started\n{exc}")
+        return EXIT_USAGE
+    except RegistryError as exc:
+        _err(f"{path}: cloud: {exc}")
+        return EXIT_USAGE
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from streamer.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
+    from streamer.server import ReferenceServer, ServerTLS, run_server
+    from streamer.sources import SourceError
+
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            _err("serve: --tls-cert and --tls-key must be given together")
+            return EXIT_USAGE
+        tls = ServerTLS(args.tls_cert, args.tls_key, args.client_ca, args.require_client_cert)
+    modes = {}
+    for item in args.stream_mode or ():
+        name, sep, mode = item.partition("=")
+        if not sep:
+            _err(f"serve: --stream-mode expects STREAM=MODE, got {item!r}")
+            return EXIT_USAGE
+        modes[name] = mode
+
+    def started(server: ReferenceServer) -> None:
+        print(f"streamer serve: {args.data} on {server.address} (mode {args.mode})", flush=True)
+
+    try:
+        asyncio.run(
+            run_server(args.data, args.address, args.mode, tls, modes=modes, on_started=started)
+        )
+    except (SourceError, ValueError, OSError) as exc:
+        _err(f"serve: {exc}")
+        return EXIT_USAGE
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamer",
+        description="Keep a gateway in sync with its cloud through listener plugins.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", metavar="PATH", help="config file (or $STREAMER_CONFIG)")
+        return p
+
+    run = with_config(sub.add_parser("run", help="run every enabled plugin's streams"))
+    run.add_argument("--demo", action="store_true", help="embedded demo: no config, no cloud")
+    run.add_argument("--demo-interval", type=float, default=3.0, help=argparse.SUPPRESS)
+    run.add_argument("--demo-duration", type=float, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--log-format", choices=("human", "json"), default=None)
+    run.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default=None)
+    run.set_defaults(func=cmd_run)
+
+    chk = with_config(sub.add_parser("check", help="run load-time checks without connecting"))
+    chk.set_defaults(func=cmd_check)
+
+    lst = with_config(sub.add_parser("list", help="installed plugins and their status"))
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    lst.set_defaults(func=cmd_list)
+
+    srv = sub.add_parser("serve", help="run the reference Streamer server over local data")
+    srv.add_argument("data", help="directory (one subdirectory per stream) or .sqlite/.db file")
+    srv.add_argument("--address", default="127.0.0.1:50051", help="host:port to listen on")
+    srv.add_argument("--mode", choices=("poll", "push"), default="poll", help="default mode")
+    srv.add_argument("--stream-mode", action="append", metavar="STREAM=MODE")
+    srv.add_argument("--tls-cert", help="server certificate chain (PEM)")
+    srv.add_argument("--tls-key", help="server private key (PEM)")
+    srv.add_argument("--client-ca", help="CA that signs client certificates (PEM)")
+    srv.add_argument("--require-client-cert", action="store_true")
+    srv.add_argument("--log-format", choices=("human", "json"), default="human")
+    srv.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
+    srv.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""The host: config -> plugins -> client. Signals, reload and shutdown.
+
+``Host.run()`` loads and checks everything before connecting (any problem: ``LoadFailed``, which
+the CLI turns into exit status 2), then runs one supervised stream per listener until SIGTERM /
+SIGINT (exit 0) or until every stream has been stopped by its own listener (exit 1). SIGHUP
+re-reads the config and applies the difference without touching unchanged plugins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamer.checks import Distributions, LoadFailed, build_backoff, check
+from streamer.client import Client
+from streamer.config import Config, ConfigError
+from streamer.hooks import LoggingObserver, PluggyObserver, make_plugin_manager
+from streamer.plugins import (
+    LISTENERS_GROUP,
+    LoadedPlugin,
+    check_stream_names,
+    format_problems,
+    load_plugins,
+)
+from streamer.registry import (
+    GatewayRegistry,
+    MagmaRegistry,
+    StaticRegistry,
+    TLSConfig,
+)
+
+__all__ = ["EXIT_ALL_STOPPED", "EXIT_LOAD_FAILED", "EXIT_OK", "Host", "LoadFailed"]
+
+log = logging.getLogger("streamer.host")
+
+EXIT_OK = 0
+EXIT_ALL_STOPPED = 1
+EXIT_LOAD_FAILED = 2
+
+# -- pure building blocks (also used by `streamer check`) ---------------------------------
+
+
+def build_registry(config: Config) -> GatewayRegistry:
+    """The registry described by ``[cloud]``; RegistryError/ConfigError on bad settings."""
+    cloud = config.require_cloud()
+    common: dict[str, Any] = {
+        "keepalive_time": cloud.keepalive_time_s,
+        "keepalive_timeout": cloud.keepalive_timeout_s,
+        "max_receive_message_length": cloud.max_receive_message_bytes,
+        "max_reconnect_backoff": config.streaming.backoff_max,
+    }
+    if cloud.control_proxy is not None:
+        return MagmaRegistry(cloud.control_proxy, **common)
+    assert cloud.target is not None
+    tls = (
+        TLSConfig(root_ca=cloud.root_ca, client_cert=cloud.client_cert, client_key=cloud.client_key)
+        if cloud.use_tls
+        else None
+    )
+    return StaticRegistry(
+        cloud.target, tls=tls, authority=cloud.authority, insecure=cloud.insecure, **common
+    )
+
+
+# -- the running host ---------------------------------------------------------------------
+
+
+@dataclass
+class _Running:
+    loaded: LoadedPlugin
+    table: Mapping[str, Any]
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+
+class Host:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        reload_config: Callable[[], Config] | None = None,
+        distributions: Distributions = None,
+        extra_observers: Sequence[object] = (),
+    ) -> None:
+        self.config = config
+        self._reload_config = reload_config
+        self._distributions = distributions
+        self._extra_observers = extra_observers
+        self._running: dict[str, _Running] = {}  # plugin name -> its listeners' tasks
+        self._stopped: dict[str, BaseException] = {}  # stream -> the listener's chosen error
+        self._owners: dict[str, str] = {}  # stream -> plugin name
+        self._wake = asyncio.Event()
+        self._shutdown = False
+        self._reload_requested = False
+        self.client: Client | None = None
+        self.pm = make_plugin_manager()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until shutdown. Raises LoadFailed (nothing started) on load-time problems."""
+        loaded, hooks = check(self.config, self._distributions)
+        registry = build_registry(self.config)
+        self.pm.register(LoggingObserver(self._owners), "streamer-log-observer")
+        for obs in self._extra_observers:
+            self.pm.register(obs)
+        for plugin, obs in hooks:
+            self.pm.register(obs, plugin.display)
+        self.client = Client(
+            registry,
+            streaming_interval=self.config.streaming.interval,
+            backoff=build_backoff(self.config),
+            observer=PluggyObserver(self.pm),
+            gateway_id=self.config.require_cloud().gateway_id,
+            max_streams_per_channel=self.config.require_cloud().max_streams_per_connection,
+        )
+        self._install_signals()
+        try:
+            for lp in loaded:
+                self._start(lp, self.config.plugin_table(lp.plugin.name))
+            self._announce()
+            return await self._supervise()
+        finally:
+            self._remove_signals()
+            await self._stop_all()
+            PluggyObserver(self.pm).call("streamer_host_stopping")
+            await self.client.close()
+
+    def request_shutdown(self) -> None:
+        self._shutdown = True
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    def streams(self) -> dict[str, str]:
+        """Running stream name -> plugin name."""
+        return {s: name for name, r in self._running.items() for s in r.tasks}
+
+    async def _supervise(self) -> int:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._shutdown:
+                log.info("shutting down")
+                return EXIT_OK
+            if self._reload_requested:
+                self._reload_requested = False
+                await self._reload()
+            if not any(r.tasks for r in self._running.values()):
+                if self._stopped:
+                    summary = "; ".join(
+                        f"{s} ({self._owners.get(s, '?')}): {type(e).__name__}: {e}"
+                        for s, e in self._stopped.items()
+                    )
+                    log.error("every stream was stopped by its listener: %s", summary)
+                    return EXIT_ALL_STOPPED
+                log.error("no streams left to run")
+                return EXIT_ALL_STOPPED
+
+    def _announce(self) -> None:
+        streams = sorted(self.streams())
+        log.info("streaming %d stream(s): %s", len(streams), ", ".join(streams))
+        PluggyObserver(self.pm).call("streamer_host_started", streams=streams)
+
+    # -- starting and stopping plugins ----------------------------------------------------
+
+    def _start(self, lp: LoadedPlugin, table: Mapping[str, Any]) -> None:
+        assert self.client is not None
+        running = _Running(lp, table)
+        self._running[lp.plugin.name] = running
+        for listener in lp.listeners:
+            self._owners[listener.name] = lp.plugin.name
+            self._stopped.pop(listener.name, None)
+            task = asyncio.create_task(self.client.stream(listener), name=f"stream:{listener.name}")
+            running.tasks[listener.name] = task
+            task.add_done_callback(functools.partial(self._ended, running, listener.name))
+        log.info(
+            "plugin %s started: %s", lp.plugin.display, ", ".join(lp.stream_names) or "no streams"
+        )
+
+    def _ended(self, running: _Running, stream: str, task: asyncio.Task[None]) -> None:
+        if running.tasks.get(stream) is task:
+            del running.tasks[stream]
+        if not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                self._stopped[stream] = error
+                if not isinstance(error, Exception) or self._owners.get(stream) is None:
+                    log.error("stream %s ended with %r", stream, error)
+        self._wake.set()
+
+    async def _stop_plugin(self, name: str) -> None:
+        running = self._running.pop(name, None)
+        if running is None or self.client is None:
+            return
+        for listener in running.loaded.listeners:
+            self.client.remove_listener(listener)
+        tasks = list(running.tasks.values())
+        timeout = self.config.streaming.shutdown_timeout
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                log.warning(
+                    "plugin %s: stream %s did not stop within %.1f s (update still running?)",
+                    running.loaded.plugin.display,
+                    task.get_name().removeprefix("stream:"),
+                    timeout,
+                )
+        await self._close_listeners(running.loaded, timeout)
+        log.info("plugin %s stopped", running.loaded.plugin.display)
+
+    async def _close_listeners(self, lp: LoadedPlugin, timeout: float) -> None:
+        for listener in lp.listeners:
+            close = getattr(listener, "close", None)
+            if not callable(close):
+                continue
+            try:
+                result = await asyncio.wait_for(asyncio.to_thread(close), timeout)
+                if asyncio.iscoroutine(result):
+                    await asyncio.wait_for(result, timeout)
+            except Exception as exc:
+                log.error(
+                    "plugin %s: close() of stream %s failed: %r",
+                    lp.plugin.display,
+                    listener.name,
+                    exc,
+                )
+
+    async def _stop_all(self) -> None:
+        names = list(self._running)
+        await asyncio.gather(*(self._stop_plugin(n) for n in names))
+
+    # -- reload ---------------------------------------------------------------------------
+
+    async def _reload(self) -> None:
+        if self._reload_config is None:
+            log.warning("SIGHUP ignored: no config file to re-read")
+            return
+        try:
+            new = self._reload_config()
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running config: %s", exc)
+            return
+        old = self.config
+        for section in ("cloud", "streaming", "hooks", "hook_tables", "metrics", "log"):
+            if getattr(old, section) != getattr(new, section):
+                log.warning("reload: changes to %r take effect after a restart", section)
+        keep, start = [], []
+        for name in new.plugins:
+            running = self._running.get(name)
+            if running is not None and dict(running.table) == new.plugin_table(name):
+                keep.append(name)
+            else:
+                start.append(name)
+        stop = [name for name in self._running if name not in keep]
+        if not (start or stop):
+            log.info("reload: no plugin changes")
+            self.config = new
+            return
+        dists = list(self._distributions()) if self._distributions else None
+        result = load_plugins(LISTENERS_GROUP, start, new.plugin_tables, dists)
+        kept = [self._running[n].loaded for n in keep]
+        problems = list(result.problems) + list(check_stream_names([*kept, *result.loaded]))
+        if problems:
+            log.error("reload rejected, keeping the running config:\n%s", format_problems(problems))
+            for lp in result.loaded:  # built but never started: release them
+                await self._close_listeners(lp, new.streaming.shutdown_timeout)
+            return
+        self.config = new
+        for name in stop:
+            await self._stop_plugin(name)
+        for lp in result.loaded:
+            self._start(lp, new.plugin_table(lp.plugin.name))
+        log.info(
+            "reload applied: started %s; stopped %s; unchanged %s",
+            ", ".join(start) or "none",
+            ", ".join(stop) or "none",
+            ", ".join(keep) or "none",
+        )
+        self._announce()
+
+    # -- signals --------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, self.request_shutdown)
+            loop.add_signal_handler(signal.SIGINT, self.request_shutdown)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            log.debug("signal handlers not installed")
+
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
