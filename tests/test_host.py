@@ -1,0 +1,312 @@
+"""The host end to end: real plugin distributions on disk (found through their entry points),
+`streamer check` / `list` / `run` as subprocesses, a real reference server on loopback,
+SIGTERM shutdown and SIGHUP reload."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from streamer.server import ReferenceServer
+from streamer.sources import MemorySource
+from tests.plugin_fixtures import make_dist
+
+SINK_MODULE = """
+import json, pathlib
+
+pathlib.Path({marker!r}).write_text("imported")
+
+
+class Sink:
+    def __init__(self, name, out):
+        self.name = name
+        self.out = pathlib.Path(out)
+
+    def get_extra_args(self):
+        return None
+
+    def update(self, batch):
+        line = {{"stream": self.name, "keys": sorted(u.key for u in batch.updates),
+                 "resync": batch.resync}}
+        with self.out.open("a") as f:
+            f.write(json.dumps(line) + "\\n")
+        return True
+
+    def report_error(self, error):
+        return {answer}
+
+    def close(self):
+        pathlib.Path(str(self.out) + ".closed." + self.name).write_text("closed")
+
+
+def factory(config):
+    return [Sink(s, config["out"]) for s in config["streams"]]
+"""
+
+BROKEN_MODULE = "import definitely_not_installed_module_xyz\n"
+
+
+def sink_source(marker: Path, *, quits: bool = False) -> str:
+    return SINK_MODULE.format(marker=str(marker), answer="error" if quits else "None")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A directory of real distributions: alpha, beta (same stream name as alpha's 'shared'),
+    gamma (never enabled, writes a marker if imported), broken (import fails), quitter."""
+    site = tmp_path / "site"
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    for dist, module, extra in (
+        ("plug-alpha", "plug_alpha", {}),
+        ("plug-beta", "plug_beta", {}),
+        ("plug-gamma", "plug_gamma", {}),
+        ("plug-quitter", "plug_quitter", {"quits": True}),
+    ):
+        make_dist(
+            site,
+            dist,
+            entry_points={dist.removeprefix("plug-"): f"{module}:factory"},
+            modules={module: sink_source(markers / module, **extra)},
+        )
+    make_dist(
+        site,
+        "plug-broken",
+        entry_points={"broken": "plug_broken:factory"},
+        modules={"plug_broken": BROKEN_MODULE},
+    )
+    return site
+
+
+def env_for(*paths: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in paths)
+    env.pop("STREAMER_CONFIG", None)
+    return env
+
+
+def write_config(path: Path, target: str, plugins: dict[str, list[str]], out: Path) -> Path:
+    lines = [f"plugins = {json.dumps(list(plugins))}", "", "[cloud]", f'target = "{target}"']
+    lines += ["", "[streaming]", "interval = 0.2", "backoff_initial = 0.05", "backoff_max = 0.2"]
+    lines += ["shutdown_timeout = 3.0"]
+    for name, streams in plugins.items():
+        lines += ["", f"[plugin.{name}]", f"streams = {json.dumps(streams)}"]
+        lines.append(f"out = {json.dumps(str(out))}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+# -- check / list ------------------------------------------------------------------------------
+
+
+def test_check_ok_enables_by_name_and_imports_only_enabled(site: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "s.toml", "127.0.0.1:1", {"alpha": ["a1", "a2"]}, tmp_path / "o")
+    code, out = cli("check", "--config", str(cfg), env=env_for(site))
+    assert code == 0, out
+    assert "OK" in out
+    assert "plug-alpha[alpha] 1.0: streams a1, a2" in out
+    assert (tmp_path / "markers" / "plug_alpha").exists()
+    assert not (tmp_path / "markers" / "plug_gamma").exists()  # installed, not enabled
+    assert not (tmp_path / "markers" / "plug_beta").exists()
+
+
+def test_check_reports_every_problem_at_once(site: Path, tmp_path: Path) -> None:
+    plugins = {"alpah": ["x"], "broken": ["y"], "alpha": ["shared"], "beta": ["shared"]}
+    cfg = write_config(tmp_path / "s.toml", "127.0.0.1:1", plugins, tmp_path / "o")
+    code, out = cli("check", "--config", str(cfg), env=env_for(site))
+    assert code == 2, out
+    assert "alpah: enabled but not installed" in out
+    assert "did you mean 'alpha'?" in out
+    assert "plug-broken[broken]: cannot import plug_broken:factory" in out
+    assert "ModuleNotFoundError" in out
+    assert "stream 'shared': claimed by plug-alpha[alpha] and plug-beta[beta]" in out
+    assert "3 problems found; nothing was started" in out
+
+
+def test_same_distribution_twice_on_sys_path_counts_once(site: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "s.toml", "127.0.0.1:1", {"alpha": ["a"]}, tmp_path / "o")
+    code, out = cli("check", "--config", str(cfg), env=env_for(site, site))
+    assert code == 0, out
+
+
+def test_run_refuses_to_start_on_load_problems(site: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "s.toml", "127.0.0.1:1", {"broken": ["y"]}, tmp_path / "o")
+    code, out = cli("run", "--config", str(cfg), env=env_for(site))
+    assert code == 2
+    assert "not started" in out and "plug-broken[broken]" in out
+
+
+def test_check_config_error_names_file_and_key(site: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('plugins = ["alpha"]\n[cloud]\ntarget = "127.0.0.1:1"\n[streaming]\nintervall = 3\n')
+    code, out = cli("check", "--config", str(cfg), env=env_for(site))
+    assert code == 2
+    assert f"{cfg}: streaming.intervall" in out
+    assert "interval" in out  # suggestion
+
+
+def test_list_table_and_json(site: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "s.toml", "127.0.0.1:1", {"alpha": ["a1"]}, tmp_path / "o")
+    code, out = cli("list", "--config", str(cfg), env=env_for(site))
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "DIST", "VERSION", "ENABLED", "STATUS", "STREAMS"]
+    alpha = next(line for line in lines if line.startswith("alpha"))
+    assert alpha.split() == ["alpha", "plug-alpha", "1.0", "yes", "ok", "a1"]
+    gamma = next(line for line in lines if line.startswith("gamma"))
+    assert gamma.split()[3:5] == ["no", "disabled"]
+    code, out = cli("list", "--config", str(cfg), "--json", env=env_for(site))
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["alpha"]["streams"] == ["a1"] and rows["alpha"]["status"] == "ok"
+    assert not (tmp_path / "markers" / "plug_gamma").exists()
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+
+class Running:
+    def __init__(self, proc: asyncio.subprocess.Process, out: Path, log: Path) -> None:
+        self.proc = proc
+        self.out = out
+        self.log = log
+
+    def lines(self) -> list[dict[str, object]]:
+        if not self.out.exists():
+            return []
+        return [json.loads(line) for line in self.out.read_text().splitlines() if line]
+
+    def seen(self, stream: str, key: str) -> bool:
+        return any(r["stream"] == stream and key in r["keys"] for r in self.lines())  # type: ignore[operator]
+
+    def logtext(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+async def eventually(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def cloud() -> AsyncIterator[tuple[ReferenceServer, MemorySource]]:
+    source = MemorySource({s: {"k0": b"v0"} for s in ("a1", "a2", "b1", "q1")})
+    server = ReferenceServer(source, "push")
+    await server.start()
+    yield server, source
+    await server.stop(0)
+
+
+async def start_host(cfg: Path, env: dict[str, str], tmp_path: Path, out: Path) -> Running:
+    log = tmp_path / "host.log"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamer.cli",
+        "run",
+        "--config",
+        str(cfg),
+        env=env,
+        stdout=log.open("w"),
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    return Running(proc, out, log)
+
+
+async def test_sigterm_stops_cleanly_and_closes_listeners(
+    site: Path, tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]
+) -> None:
+    server, source = cloud
+    out = tmp_path / "out.jsonl"
+    cfg = write_config(tmp_path / "s.toml", server.address, {"alpha": ["a1", "a2"]}, out)
+    host = await start_host(cfg, env_for(site), tmp_path, out)
+    await eventually(lambda: host.seen("a1", "k0") and host.seen("a2", "k0"), "snapshots")
+    source.set("a1", "k1", b"v1")
+    await eventually(lambda: host.seen("a1", "k1"), "pushed change")
+    host.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(host.proc.wait(), 10) == 0, host.logtext()
+    for stream in ("a1", "a2"):
+        assert Path(f"{out}.closed.{stream}").exists()
+    assert "shutting down" in host.logtext()
+
+
+async def test_sighup_reload_applies_difference(
+    site: Path, tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]
+) -> None:
+    server, source = cloud
+    out = tmp_path / "out.jsonl"
+    cfg = write_config(tmp_path / "s.toml", server.address, {"alpha": ["a1"], "beta": ["b1"]}, out)
+    host = await start_host(cfg, env_for(site), tmp_path, out)
+    try:
+        await eventually(lambda: host.seen("a1", "k0") and host.seen("b1", "k0"), "snapshots")
+        calls_a1 = sum(r.stream_name == "a1" for r in server.requests)
+
+        # Good reload: drop beta, add quitter's stream; alpha is unchanged and must not restart.
+        write_config(cfg, server.address, {"alpha": ["a1"], "quitter": ["q1"]}, out)
+        host.proc.send_signal(signal.SIGHUP)
+        await eventually(lambda: host.seen("q1", "k0"), "new plugin streaming")
+        await eventually(lambda: Path(f"{out}.closed.b1").exists(), "removed plugin closed")
+        assert "reload applied" in host.logtext()
+        source.set("a1", "k2", b"v2")
+        await eventually(lambda: host.seen("a1", "k2"), "unchanged stream still live")
+        assert sum(r.stream_name == "a1" for r in server.requests) == calls_a1
+        assert not Path(f"{out}.closed.a1").exists()
+
+        # Bad reload (unknown plugin): rejected, the running set keeps going.
+        write_config(cfg, server.address, {"alpha": ["a1"], "nosuch": ["z"]}, out)
+        host.proc.send_signal(signal.SIGHUP)
+        await eventually(lambda: "reload rejected" in host.logtext(), "rejection logged")
+        assert "nosuch" in host.logtext()
+        # Bad reload (TOML syntax error): rejected too.
+        cfg.write_text("plugins = [\n")
+        host.proc.send_signal(signal.SIGHUP)
+        await eventually(lambda: host.logtext().count("reload rejected") >= 2, "2nd rejection")
+        assert "invalid TOML" in host.logtext()
+        source.set("q1", "k3", b"v3")
+        source.set("a1", "k3", b"v3")
+        await eventually(lambda: host.seen("q1", "k3") and host.seen("a1", "k3"), "still live")
+        assert host.proc.returncode is None
+    finally:
+        if host.proc.returncode is None:
+            host.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(host.proc.wait(), 10) == 0, host.logtext()
+
+
+async def test_exits_nonzero_when_every_listener_stopped_itself(
+    site: Path, tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]
+) -> None:
+    server, source = cloud
+    out = tmp_path / "out.jsonl"
+    # The quitter's report_error returns the error: an unknown stream makes the server answer
+    # NOT_FOUND, so the listener stops itself.
+    cfg = write_config(tmp_path / "s.toml", server.address, {"quitter": ["nope"]}, out)
+    host = await start_host(cfg, env_for(site), tmp_path, out)
+    code = await asyncio.wait_for(host.proc.wait(), 15)
+    assert code == 1, host.logtext()
+    assert "every stream was stopped by its listener" in host.logtext()
+    assert "nope (quitter)" in host.logtext()
+    assert "NOT_FOUND" in host.logtext()
