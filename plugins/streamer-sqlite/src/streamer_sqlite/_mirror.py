@@ -1,0 +1,213 @@
+"""One stream mirrored into one SQLite table, one transaction per batch.
+
+Why the rows to write are chosen in Python and not in SQL
+---------------------------------------------------------
+Magma gateways burned their CPU rewriting every row of every full snapshot. The obvious SQL fix
+(load the snapshot into a temp table, then ``INSERT ... ON CONFLICT DO UPDATE ... WHERE value IS
+NOT excluded.value`` and ``DELETE ... WHERE key NOT IN temp``) writes only changed rows to the
+table, but it still pushes every row of the snapshot through the sqlite3 module, and that
+binding costs about as much as the rewrite it avoids (measured: 20k rows, 1 % changed, temp-table
+sync 46 ms vs rewrite-all 39 ms). So the mirror keeps the table's content in memory, compares
+each snapshot with it (a dict lookup and a bytes comparison per key, ~1 ms for 20k keys) and
+sends SQLite only the changed rows and the deletions. The upsert keeps its ``WHERE value IS NOT
+excluded.value`` guard, so even a stale cache could not make it rewrite an unchanged row.
+
+The price is memory: the mirror holds one copy of the stream's data (a few MB for tens of
+thousands of subscribers). The cache is loaded from the table at open and changes only after a
+commit, so it always equals the table as long as this mirror is the table's only writer.
+
+Durability: the database runs in WAL mode. ``synchronous=NORMAL`` (the default) fsyncs at
+checkpoints rather than on every commit; a crash of the process or the machine never leaves a
+half-applied batch, but a power loss may undo the last few committed batches. That is safe here
+because the digest is recomputed from the table at open: the server sees the older digest and
+sends what is missing. ``synchronous=FULL`` fsyncs every commit, for readers that must never see
+the data go back in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from streamer.digest import Digester
+
+from streamer_sqlite._config import table_name
+
+__all__ = ["SqliteMirror", "SyncStats", "quote_identifier"]
+
+
+def quote_identifier(name: str) -> str:
+    if "\0" in name:
+        raise ValueError(f"an SQL identifier cannot hold NUL: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):  # a row some other program stored as TEXT
+        return value.encode("utf-8", "surrogatepass")
+    if value is None:
+        return b""
+    return bytes(value)  # type: ignore[call-overload,no-any-return]
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front, so a busy database is waited for here rather
+    # than failing half-way through the batch.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStats:
+    """What one batch did: rows upserted and deleted, and SQLite's own count of changed rows."""
+
+    upserted: int
+    deleted: int
+    rows_changed: int
+
+
+class SqliteMirror:
+    """The table ``stream_<stream>`` in the database at ``path``, and its digest.
+
+    Not thread-safe (the listener serialises calls); the connection may be used from any one
+    thread at a time. Several mirrors (one per stream) may share a database file: SQLite
+    serialises their transactions, each waiting up to ``busy_timeout`` seconds.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        stream: str,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        self.stream = stream
+        self.path = os.fspath(path)
+        self.table = table_name(stream)
+        self._t = "main." + quote_identifier(self.table)
+        self._conn: sqlite3.Connection | None = sqlite3.connect(
+            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn = self._conn
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._t} "
+                "(key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID"
+            )
+            self._values: dict[str, bytes] = {}
+            self._digester = Digester()
+            self._reload()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- reading --------------------------------------------------------------------------
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"{self.path}: the mirror of stream {self.stream!r} is closed")
+        return self._conn
+
+    def digest(self) -> str:
+        """:func:`streamer.digest.snapshot_digest` of the table's rows."""
+        return self._digester.hexdigest()
+
+    def read(self) -> dict[str, bytes]:
+        """The table's rows, read from SQLite (not from the cache)."""
+        rows = self.connection.execute(f"SELECT key, value FROM {self._t}")
+        return {key: _as_bytes(value) for key, value in rows}
+
+    # --- writing --------------------------------------------------------------------------
+
+    def sync_snapshot(self, items: Mapping[str, bytes]) -> SyncStats:
+        """Make the table hold exactly ``items``, writing only the rows that differ.
+
+        One transaction; an identical snapshot opens none at all.
+        """
+        cache = self._values
+        upserts = [(k, v) for k, v in items.items() if cache.get(k) != v]
+        deletes = [k for k in cache if k not in items]
+        return self._apply(upserts, deletes)
+
+    def apply_changes(self, items: Mapping[str, bytes]) -> SyncStats:
+        """Set each key to its value; an empty value deletes the key. One transaction."""
+        cache = self._values
+        upserts = [(k, v) for k, v in items.items() if v and cache.get(k) != v]
+        deletes = [k for k, v in items.items() if not v and k in cache]
+        return self._apply(upserts, deletes)
+
+    def rewrite_snapshot(self, items: Mapping[str, bytes]) -> SyncStats:
+        """Baseline for benchmarks: what Magma did. Delete every row, insert every row,
+        recompute the digest. Correct, one transaction, and wasteful."""
+        conn = self.connection
+        before = conn.total_changes
+        with _transaction(conn):
+            conn.execute(f"DELETE FROM {self._t}")
+            conn.executemany(f"INSERT INTO {self._t} (key, value) VALUES (?, ?)", items.items())
+        self._values = dict(items)
+        self._digester = Digester()
+        for key, value in self._values.items():
+            self._digester.add(key, value)
+        return SyncStats(len(items), 0, conn.total_changes - before)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        self._values = self.read()
+        self._digester = Digester()
+        for key, value in self._values.items():
+            self._digester.add(key, value)
+
+    def _apply(self, upserts: list[tuple[str, bytes]], deletes: Iterable[str]) -> SyncStats:
+        deletes = list(deletes)
+        if not upserts and not deletes:
+            return SyncStats(0, 0, 0)
+        conn = self.connection
+        before = conn.total_changes
+        with _transaction(conn):
+            if deletes:
+                conn.executemany(f"DELETE FROM {self._t} WHERE key = ?", ((k,) for k in deletes))
+            if upserts:
+                conn.executemany(
+                    f"INSERT INTO {self._t} (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+                    "WHERE value IS NOT excluded.value",
+                    upserts,
+                )
+        # Committed: the cache and the digest follow.
+        cache, digester = self._values, self._digester
+        for key in deletes:
+            digester.remove(key, cache.pop(key))
+        for key, value in upserts:
+            old = cache.get(key)
+            if old is not None:
+                digester.remove(key, old)
+            digester.add(key, value)
+            cache[key] = value
+        return SyncStats(len(upserts), len(deletes), conn.total_changes - before)
