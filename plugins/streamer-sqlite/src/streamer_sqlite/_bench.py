@@ -1,7 +1,8 @@
 """The resync benchmark: sync-only-what-changed against rewrite-everything, same data.
 
-``benchmark_resync()`` is what ``make bench`` (or anyone) calls; the two timed operations are
-:meth:`SqliteMirror.sync_snapshot` and the baseline :meth:`SqliteMirror.rewrite_snapshot`.
+``benchmark_resync()`` is what a benchmark runner calls (``python -m streamer_sqlite`` prints one
+run); the two timed operations are :meth:`SqliteMirror.sync_snapshot` and the baseline
+:meth:`SqliteMirror.rewrite_snapshot`.
 """
 
 from __future__ import annotations
@@ -81,12 +82,3 @@ def benchmark_resync(
             mirror.close()
     changed = sum(1 for k in new if old.get(k) != new[k])
     return ResyncBenchmark(n_keys, changed, sync_best, rewrite_best, sync_rows, rewrite_rows)
-
-
-if __name__ == "__main__":
-    result = benchmark_resync()
-    print(
-        f"{result.n_keys} keys, {result.changed} changed: sync {result.sync_seconds * 1e3:.1f} ms "
-        f"({result.sync_rows_changed} rows), rewrite-all {result.rewrite_seconds * 1e3:.1f} ms "
-        f"({result.rewrite_rows_changed} rows), speedup x{result.speedup:.1f}"
-    )
