@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check core tests plugins examples benchmarks scripts
+	$(BIN)/ruff check $(wildcard core tests plugins examples benchmarks scripts)
 	$(BIN)/ruff format --check core
 
 typecheck: $(STAMP)

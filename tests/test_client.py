@@ -14,7 +14,6 @@ import time
 import grpc
 import pytest
 from google.protobuf import any_pb2, wrappers_pb2
-
 from streamer import (
     STREAMING_INTERVAL,
     Backoff,
@@ -26,6 +25,7 @@ from streamer.client import Client
 from streamer.proto import DataUpdate, DataUpdateBatch
 from streamer.supervisor import ListenerDeclined
 from streamer.testing import ScriptedServer
+
 from tests.listeners import AsyncRecorder, Blocking, Recorder, RecordingSleep
 
 
@@ -273,7 +273,7 @@ async def test_call_failure_reports_rpc_error_with_code_and_backs_off(
     assert all(isinstance(e, grpc.RpcError) for e in listener.errors)
     bases = [1.0, 1.6, 2.56, 4.096]
     assert len(sleep.delays) == 4
-    for delay, base in zip(sleep.delays, bases):
+    for delay, base in zip(sleep.delays, bases, strict=True):
         assert base * 0.8 <= delay <= base * 1.2
     assert len(set(sleep.delays)) == 4
     client.remove_listener(listener)
@@ -570,12 +570,12 @@ async def test_streams_spread_over_connections_when_one_is_full(
 ) -> None:
     client = make_client(streamer_server.address, max_streams_per_channel=2)
     listeners = [Recorder(f"s{i}") for i in range(5)]
-    tasks = [asyncio.create_task(client.stream(l)) for l in listeners]
+    tasks = [asyncio.create_task(client.stream(li)) for li in listeners]
     for _ in range(5):
         await streamer_server.next_call()
     peers = {c.peer for c in streamer_server.calls}
     assert len(peers) == 3  # 2 + 2 + 1 streams, one TCP connection each
-    for l in listeners:
-        client.remove_listener(l)
+    for li in listeners:
+        client.remove_listener(li)
     await asyncio.gather(*tasks)
     await client.close()

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-
 from streamer.server import ReferenceServer
 from streamer.sources import MemorySource
+
 from tests.plugin_fixtures import make_dist
 
 SINK_MODULE = """
@@ -160,7 +160,9 @@ def test_run_refuses_to_start_on_load_problems(site: Path, tmp_path: Path) -> No
 
 def test_check_config_error_names_file_and_key(site: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "s.toml"
-    cfg.write_text('plugins = ["alpha"]\n[cloud]\ntarget = "127.0.0.1:1"\n[streaming]\nintervall = 3\n')
+    cfg.write_text(
+        'plugins = ["alpha"]\n[cloud]\ntarget = "127.0.0.1:1"\n[streaming]\nintervall = 3\n'
+    )
     code, out = cli("check", "--config", str(cfg), env=env_for(site))
     assert code == 2
     assert f"{cfg}: streaming.intervall" in out
@@ -299,7 +301,7 @@ async def test_sighup_reload_applies_difference(
 async def test_exits_nonzero_when_every_listener_stopped_itself(
     site: Path, tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]
 ) -> None:
-    server, source = cloud
+    server, _ = cloud
     out = tmp_path / "out.jsonl"
     # The quitter's report_error returns the error: an unknown stream makes the server answer
     # NOT_FOUND, so the listener stops itself.

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from streamer.registry import (
     DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH,
     MagmaRegistry,
@@ -36,7 +35,7 @@ def test_is_loopback(target: str, expected: bool) -> None:
 
 
 def test_plaintext_to_remote_refused_unless_insecure(caplog: pytest.LogCaptureFixture) -> None:
-    with pytest.raises(RegistryError, match="refusing plaintext.*'10.1.2.3:443'.*insecure"):
+    with pytest.raises(RegistryError, match=r"refusing plaintext.*'10\.1\.2\.3:443'.*insecure"):
         StaticRegistry("10.1.2.3:443")
     with caplog.at_level(logging.WARNING, "streamer.registry"):
         StaticRegistry("10.1.2.3:443", insecure=True)
@@ -64,7 +63,7 @@ async def test_channels_are_reused_per_shard() -> None:
 
 
 def test_missing_and_mismatched_tls_files(tmp_path: Path) -> None:
-    with pytest.raises(RegistryError, match="cannot read root CA certificate '.*nope.pem'"):
+    with pytest.raises(RegistryError, match=r"cannot read root CA certificate '.*nope\.pem'"):
         StaticRegistry("cloud:443", tls=TLSConfig(root_ca=tmp_path / "nope.pem"))
     with pytest.raises(RegistryError, match="together"):
         TLSConfig(client_cert=tmp_path / "c.pem")
@@ -110,7 +109,7 @@ def test_magma_registry_proxied(tmp_path: Path) -> None:
 def test_magma_registry_direct_reads_cert_files(tmp_path: Path) -> None:
     path = tmp_path / "control_proxy.yml"
     path.write_text(CONTROL_PROXY.format(proxied="false"))
-    with pytest.raises(RegistryError, match="/var/opt/magma/certs/rootCA.pem"):
+    with pytest.raises(RegistryError, match=r"/var/opt/magma/certs/rootCA\.pem"):
         MagmaRegistry(path)
 
 

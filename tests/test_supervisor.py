@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
 from streamer.supervisor import (
     Action,
     Event,
@@ -38,7 +37,8 @@ def test_update_declined_with_none_hints_at_missing_return() -> None:
 
 
 @pytest.mark.parametrize(
-    "event", [Event.UPDATE_DECLINED, Event.UPDATE_RAISED, Event.CALL_FAILED, Event.EXTRA_ARGS_FAILED]
+    "event",
+    [Event.UPDATE_DECLINED, Event.UPDATE_RAISED, Event.CALL_FAILED, Event.EXTRA_ARGS_FAILED],
 )
 def test_report_error_returning_an_error_stops_with_it(event: Event) -> None:
     chosen = RuntimeError("stop now")
