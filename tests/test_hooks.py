@@ -1,0 +1,162 @@
+"""Observer hooks: pluggy specs, isolation of failing observers, entry-point observers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamer import Backoff, StaticRegistry, new_streamer_client
+from streamer.config import config_from_text
+from streamer.events import Decision, StreamState
+from streamer.hooks import LoggingObserver, PluggyObserver, hookimpl, make_plugin_manager
+from streamer.checks import load_hooks
+from streamer.proto import DataUpdate, DataUpdateBatch
+from streamer.testing import ScriptedServer
+from tests.listeners import Recorder, RecordingSleep
+from tests.plugin_fixtures import dists, make_dist
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    @hookimpl
+    def streamer_stream_started(self, stream: str) -> None:
+        self.events.append(("started", stream))
+
+    @hookimpl
+    def streamer_update_done(self, duration: float, verdict: bool | None) -> None:
+        # Implementations may take any subset of the arguments.
+        self.events.append(("update_done", verdict))
+
+    @hookimpl
+    def streamer_error_reported(self, error: BaseException, decision: Decision) -> None:
+        self.events.append(("error", (type(error).__name__, decision)))
+
+    @hookimpl
+    def streamer_stream_stopped(self, stream: str, error: BaseException | None) -> None:
+        self.events.append(("stopped", error))
+
+
+class Exploding:
+    @hookimpl
+    def streamer_stream_started(self, stream: str) -> None:
+        raise RuntimeError("observer bug")
+
+    @hookimpl
+    def streamer_update_done(self) -> None:
+        raise RuntimeError("observer bug")
+
+
+async def test_failing_observer_is_logged_and_others_still_see_events(
+    streamer_server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    pm = make_plugin_manager()
+    collector = Collector()
+    pm.register(Exploding(), "exploding")
+    pm.register(collector, "collector")
+    client = new_streamer_client(
+        StaticRegistry(streamer_server.address),
+        observer=PluggyObserver(pm),
+        sleep=RecordingSleep(),
+        backoff=Backoff(jitter=0.0),
+    )
+    listener = Recorder(verdicts=[True, ValueError("bad")])
+    task = asyncio.create_task(client.stream(listener))
+    call = await streamer_server.next_call()
+    await call.push(DataUpdateBatch(updates=[DataUpdate(key="a", value=b"1")]))
+    await call.push(DataUpdateBatch(updates=[DataUpdate(key="b", value=b"2")]))
+    await streamer_server.next_call()
+    client.remove_listener(listener)
+    await task
+    await client.close()
+    assert collector.events == [
+        ("started", "s1"),
+        ("update_done", True),
+        ("update_done", None),
+        ("error", ("ValueError", Decision.CONTINUE)),
+        ("stopped", None),
+    ]
+    assert "observer 'exploding' failed in streamer_stream_started (stream 's1')" in caplog.text
+    assert "observer 'exploding' failed in streamer_update_done" in caplog.text
+
+
+def test_logging_observer_one_info_line_per_meaningful_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    obs = LoggingObserver({"s": "files"})
+    batch = DataUpdateBatch(updates=[DataUpdate(key="secret-key", value=b"secret-value")])
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(3):  # a poll stream's normal cycle
+            obs.streamer_state_changed("s", StreamState.CONNECTING)
+            obs.streamer_state_changed("s", StreamState.STREAMING)
+            obs.streamer_batch_received("s", batch)
+            obs.streamer_state_changed("s", StreamState.WAITING)
+        obs.streamer_error_reported("s", ConnectionError("down"), Decision.CONTINUE)
+        obs.streamer_state_changed("s", StreamState.STREAMING)
+        obs.streamer_stream_stopped("s", None)
+    info = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert [r.getMessage() for r in info] == [
+        "stream s: streaming",
+        "stream s: ConnectionError: down; listener decided to continue",
+        "stream s: streaming",
+        "stream s: stopped",
+    ]
+    assert {r.name for r in info} == {"streamer.plugin.files"}
+    assert "secret-value" not in caplog.text  # values never logged, not even at DEBUG
+
+
+OBSERVER_MODULE = """
+from streamer.hooks import hookimpl
+
+SEEN = []
+
+
+class Audit:
+    def __init__(self, config):
+        self.prefix = config.get("prefix", "")
+
+    @hookimpl
+    def streamer_stream_started(self, stream):
+        SEEN.append(self.prefix + stream)
+"""
+
+
+def test_observers_from_entry_points_enabled_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    make_dist(
+        site,
+        "audit-hook",
+        entry_points={"audit": "audit_hook:Audit", "other": "audit_hook:Missing"},
+        modules={"audit_hook": OBSERVER_MODULE},
+        group="streamer.hooks",
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "audit_hook", raising=False)
+    config = config_from_text(
+        'hooks = ["audit"]\n[hook.audit]\nprefix = "x-"\n', tmp_path / "streamer.toml"
+    )
+    loaded, problems = load_hooks(config, list(dists(site)))
+    assert problems == []
+    ((plugin, obs),) = loaded
+    assert plugin.display == "audit-hook[audit]"
+    pm = make_plugin_manager()
+    pm.register(obs)
+    PluggyObserver(pm).stream_started("s1")
+    assert obs.prefix == "x-"
+    import audit_hook  # type: ignore[import-not-found]
+
+    assert audit_hook.SEEN == ["x-s1"]
+
+    bad = config_from_text('hooks = ["other", "audi"]\n', tmp_path / "streamer.toml")
+    _, problems = load_hooks(bad, list(dists(site)))
+    text = "\n".join(str(p) for p in problems)
+    assert "audi: enabled but not installed" in text and "did you mean 'audit'" in text
+    assert "audit-hook[other]: cannot import audit_hook:Missing" in text
