@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from google.protobuf import wrappers_pb2
+
 from streamer.proto import DataUpdateBatch
 
 

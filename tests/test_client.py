@@ -14,6 +14,7 @@ import time
 import grpc
 import pytest
 from google.protobuf import any_pb2, wrappers_pb2
+
 from streamer import (
     STREAMING_INTERVAL,
     Backoff,
@@ -25,7 +26,6 @@ from streamer.client import Client
 from streamer.proto import DataUpdate, DataUpdateBatch
 from streamer.supervisor import ListenerDeclined
 from streamer.testing import ScriptedServer
-
 from tests.listeners import AsyncRecorder, Blocking, Recorder, RecordingSleep
 
 

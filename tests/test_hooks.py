@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
+from streamer.checks import load_hooks
 from streamer.config import config_from_text
 from streamer.events import Decision, StreamState
 from streamer.hooks import LoggingObserver, PluggyObserver, hookimpl, make_plugin_manager
-from streamer.checks import load_hooks
 from streamer.proto import DataUpdate, DataUpdateBatch
 from streamer.testing import ScriptedServer
 from tests.listeners import Recorder, RecordingSleep

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+
 from streamer.server import ReferenceServer
 from streamer.sources import MemorySource
-
 from tests.plugin_fixtures import make_dist
 
 SINK_MODULE = """

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from streamer.registry import (
     DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH,
     MagmaRegistry,

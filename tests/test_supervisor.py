@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from streamer.supervisor import (
     Action,
     Event,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from hello_listener import HelloListener
+
 from streamer.testing import ScriptedServer, run_listener
 
 
