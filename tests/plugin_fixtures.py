@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import importlib_metadata
+
 from streamer.plugins import DistributionLike
 
 GROUP = "streamer.listeners"

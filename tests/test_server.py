@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.wrappers_pb2 import StringValue
+
 from streamer.digest import EMPTY_DIGEST, snapshot_digest
 from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
 from streamer.server import (

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+
 from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch, StreamRequest
 from streamer.server import METHOD
 from streamer.sources import MemorySource
