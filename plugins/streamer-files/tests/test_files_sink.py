@@ -15,9 +15,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from streamer.digest import EMPTY_DIGEST, snapshot_digest
-from streamer.listener import listener_problems
-from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
 from streamer_files import (
     MAX_NAME,
     FilesListener,
@@ -29,6 +26,10 @@ from streamer_files import (
     read_stream,
     stream_path,
 )
+
+from streamer.digest import EMPTY_DIGEST, snapshot_digest
+from streamer.listener import listener_problems
+from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
 
 HERE = Path(__file__).parent
 

@@ -4,9 +4,10 @@ import logging
 from importlib.metadata import entry_points
 
 import pytest
+from streamer_log import LOGGER_NAME, LogListener, create_listeners
+
 from streamer.listener import listener_problems
 from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
-from streamer_log import LOGGER_NAME, LogListener, create_listeners
 
 
 def _batch(keys: list[str], resync: bool = False) -> DataUpdateBatch:

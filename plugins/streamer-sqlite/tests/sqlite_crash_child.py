@@ -23,8 +23,9 @@ def states() -> tuple[dict[str, bytes], dict[str, bytes]]:
 
 
 def main() -> None:
-    from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
     from streamer_sqlite import create_listeners
+
+    from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
 
     a, b = states()
     resync_a = DataUpdateBatch(

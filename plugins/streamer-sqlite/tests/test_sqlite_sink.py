@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from streamer.digest import EMPTY_DIGEST, snapshot_digest
-from streamer.listener import listener_problems
-from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
 from streamer_sqlite import (
     SqliteListener,
     SqliteMirror,
@@ -22,6 +19,10 @@ from streamer_sqlite import (
     create_listeners,
     make_snapshots,
 )
+
+from streamer.digest import EMPTY_DIGEST, snapshot_digest
+from streamer.listener import listener_problems
+from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
 
 HERE = Path(__file__).parent
 

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from streamer.digest import Digester
-
 from streamer_files._names import (
     filename_to_key,
     is_hashed_name,

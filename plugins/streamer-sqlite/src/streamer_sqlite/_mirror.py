@@ -33,7 +33,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from streamer.digest import Digester
-
 from streamer_sqlite._config import table_name
 
 __all__ = ["SqliteMirror", "SyncStats", "quote_identifier"]

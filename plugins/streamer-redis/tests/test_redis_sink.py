@@ -1,0 +1,270 @@
+from __future__ import annotations
+
+import importlib.util
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from streamer_redis import RedisListener, create_listeners
+
+from streamer.digest import EMPTY_DIGEST, snapshot_digest
+from streamer.listener import listener_problems
+from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
+
+HERE = Path(__file__).parent
+
+
+def _batch(items: dict[str, bytes], resync: bool = False) -> DataUpdateBatch:
+    return DataUpdateBatch(
+        updates=[DataUpdate(key=k, value=v) for k, v in items.items()], resync=resync
+    )
+
+
+def _digest(listener: RedisListener) -> str:
+    args = listener.get_extra_args()
+    assert args is not None
+    return args.value
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+def _hash(client: redis.Redis, key: str = "streamer:s") -> dict[str, bytes]:
+    return {k.decode(): v for k, v in client.hgetall(key).items()}
+
+
+@pytest.fixture
+def lst(redis_url: str) -> Iterator[RedisListener]:
+    (listener,) = create_listeners({"streams": ["s"], "url": redis_url})
+    yield listener
+    listener.close()
+
+
+def test_listeners_per_stream_contract_and_entry_point() -> None:
+    listeners = create_listeners({"streams": ["a", "b"], "key_prefix": "gw1:"})
+    assert [lst.name for lst in listeners] == ["a", "b"]
+    assert [lst.mirror.key for lst in listeners] == ["gw1:a", "gw1:b"]
+    assert all(listener_problems(lst) == [] for lst in listeners)
+    for lst in listeners:
+        lst.close()
+    (ep,) = [e for e in entry_points(group="streamer.listeners") if e.name == "redis"]
+    assert ep.load() is create_listeners
+
+
+@pytest.mark.redis
+def test_resync_replaces_the_content(lst: RedisListener, client: redis.Redis) -> None:
+    assert _digest(lst) == EMPTY_DIGEST
+    assert lst.update(_batch({"a": b"1", "b": b"2"}, resync=True)) is True
+    assert _hash(client) == {"a": b"1", "b": b"2"}
+    assert lst.update(_batch({"b": b"3", "c": b"4"}, resync=True)) is True
+    assert _hash(client) == {"b": b"3", "c": b"4"}
+    assert not client.exists("streamer:s:resync")
+    assert lst.update(_batch({}, resync=True)) is True
+    assert not client.exists("streamer:s")
+    assert _digest(lst) == EMPTY_DIGEST
+
+
+@pytest.mark.redis
+def test_resync_keeps_keys_with_empty_values(lst: RedisListener, client: redis.Redis) -> None:
+    lst.update(_batch({"a": b"", "b": b"x"}, resync=True))
+    assert _hash(client) == {"a": b"", "b": b"x"}
+
+
+@pytest.mark.redis
+def test_identical_snapshot_writes_nothing(lst: RedisListener, client: redis.Redis) -> None:
+    lst.update(_batch({"a": b"1"}, resync=True))
+    assert lst.mirror.sync_snapshot({"a": b"1"}) is False
+    assert lst.mirror.apply_changes({"a": b"1", "missing": b""}) is False
+    assert lst.mirror.sync_snapshot({"a": b"2"}) is True
+
+
+@pytest.mark.redis
+def test_incremental_sets_and_empty_value_deletes(lst: RedisListener, client: redis.Redis) -> None:
+    lst.update(_batch({"a": b"1", "b": b"2", "c": b"3"}, resync=True))
+    batch = DataUpdateBatch(
+        updates=[
+            DataUpdate(key="a", value=b""),
+            DataUpdate(key="b", value=b"22"),
+            DataUpdate(key="d", value=b"4"),
+            DataUpdate(key="d", value=b""),  # last one wins
+            DataUpdate(key="e", value=b"5"),
+            DataUpdate(key="zz", value=b""),  # deleting a missing key is a no-op
+        ]
+    )
+    assert lst.update(batch) is True
+    assert _hash(client) == {"b": b"22", "c": b"3", "e": b"5"}
+
+
+@pytest.mark.redis
+def test_digest_tracks_content_and_lives_beside_the_hash(
+    lst: RedisListener, client: redis.Redis, redis_url: str
+) -> None:
+    seen = {_digest(lst)}
+    lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
+    seen.add(_digest(lst))
+    lst.update(_batch({"a": b"", "c": b"3"}))
+    held = _hash(client)
+    assert held == {"b": b"2", "c": b"3"}
+    assert _digest(lst) == snapshot_digest(held.items()) not in seen
+    assert client.get("streamer:s:digest") == snapshot_digest(held.items()).encode()
+    (other,) = create_listeners({"streams": ["s"], "url": redis_url})  # e.g. after a restart
+    assert _digest(other) == snapshot_digest(held.items())
+    other.update(_batch({"d": b"4"}))
+    assert _digest(other) == snapshot_digest(_hash(client).items())
+    other.close()
+
+
+HOSTILE = {
+    "x\x00y": b"nul",
+    "k" * 1000: b"long",
+    "Key": b"upper",
+    "key": b"lower",
+    "ü": b"nfc",
+    "u\u0308": b"nfd",
+    "": b"empty key",
+    "a:b": b"colon",
+    "bin": bytes(range(256)),
+}
+
+
+@pytest.mark.redis
+def test_hostile_keys_and_binary_values_round_trip(lst: RedisListener, client: redis.Redis) -> None:
+    lst.update(_batch(HOSTILE, resync=True))
+    assert _hash(client) == HOSTILE
+    assert lst.mirror.read() == HOSTILE
+    assert _digest(lst) == snapshot_digest(HOSTILE.items())
+    lst.update(_batch(dict.fromkeys(HOSTILE, b"")))
+    assert not client.exists("streamer:s")
+    assert _digest(lst) == EMPTY_DIGEST
+
+
+@pytest.mark.redis
+def test_a_redis_that_lost_its_data_asks_for_a_snapshot(
+    lst: RedisListener, client: redis.Redis
+) -> None:
+    lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
+    client.flushall()  # a restart without persistence
+    assert _digest(lst) == EMPTY_DIGEST
+    lst.update(_batch({"c": b"3"}))  # the stale in-memory digest is not trusted
+    assert _hash(client) == {"c": b"3"}
+    assert _digest(lst) == snapshot_digest([("c", b"3")])
+
+
+@pytest.mark.redis
+def test_a_hash_written_by_something_else_is_adopted(
+    lst: RedisListener, client: redis.Redis
+) -> None:
+    client.hset("streamer:s", mapping={"a": b"1"})
+    assert _digest(lst) == snapshot_digest([("a", b"1")])
+    assert client.get("streamer:s:digest") == snapshot_digest([("a", b"1")]).encode()
+
+
+@pytest.mark.redis
+def test_close_releases_the_connection(redis_url: str, client: redis.Redis) -> None:
+    def clients() -> int:
+        return len(client.client_list())
+
+    baseline = clients()
+    (listener,) = create_listeners({"streams": ["s"], "url": redis_url})
+    listener.update(_batch({"a": b"1"}, resync=True))
+    assert clients() == baseline + 1
+    listener.close()
+    deadline = time.monotonic() + 5
+    while clients() != baseline and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert clients() == baseline
+
+
+def _refused_port() -> int:
+    """A loopback TCP port with nothing listening (picked, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_redis_down_update_raises_and_digest_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"redis://127.0.0.1:{_refused_port()}/0"
+    (listener,) = create_listeners({"streams": ["s"], "url": url, "timeout": 0.5})
+    assert listener.get_extra_args() is None
+    assert "cannot read the digest" in caplog.text
+    with pytest.raises(redis.RedisError):
+        listener.update(_batch({"a": b"1"}, resync=True))
+    assert listener.report_error(redis.ConnectionError("down")) is None
+    listener.close()
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ({}, "streams"),
+        ({"streams": []}, "streams"),
+        ({"streams": ["a:digest"]}, "streams"),
+        ({"streams": ["a", "a"]}, "streams"),
+        ({"streams": ["a"], "url": "http://localhost"}, "url"),
+        ({"streams": ["a"], "url": 6379}, "url"),
+        ({"streams": ["a"], "key_prefix": 1}, "key_prefix"),
+        ({"streams": ["a"], "timeout": 0}, "timeout"),
+        ({"streams": ["a"], "host": "localhost"}, "host"),
+    ],
+)
+def test_bad_config_names_the_key(table: dict[str, Any], key: str) -> None:
+    with pytest.raises(ValueError, match=f"'{key}'"):
+        create_listeners(table)
+
+
+def _load_child() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "redis_crash_child", HERE / "redis_crash_child.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_sigkill_at_random_moments_leaves_old_or_new_state(
+    redis_url: str, client: redis.Redis
+) -> None:
+    a, b = _load_child().states()
+    rng = random.Random(99)
+    outcomes: set[str] = set()
+    deadline = time.monotonic() + 10
+    iterations = 0
+    while iterations < 3 or (iterations < 12 and time.monotonic() < deadline):
+        iterations += 1
+        child = subprocess.Popen(
+            [sys.executable, str(HERE / "redis_crash_child.py"), redis_url],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() in ("A", "B"), "the child applied nothing"
+        time.sleep(rng.uniform(0, 0.3))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+
+        held = _hash(client, "streamer:crash")
+        assert held in (a, b), "a batch was half-applied"
+        outcomes.add("A" if held == a else "B")
+        assert client.get("streamer:crash:digest") == snapshot_digest(held.items()).encode()
+        (reopened,) = create_listeners({"streams": ["crash"], "url": redis_url})
+        assert _digest(reopened) == snapshot_digest(held.items())
+        reopened.close()
+    assert outcomes
