@@ -59,8 +59,9 @@ def test_listeners_per_stream_contract_and_entry_point(root: Path) -> None:
     try:
         assert [lst.name for lst in listeners] == ["a", "b"]
         assert all(listener_problems(lst) == [] for lst in listeners)
-        assert (root / "a" / "current").is_symlink() and (root / "b" / "current").is_symlink()
+        assert not root.exists()  # the factory touches nothing (`streamer check` calls it)
         assert _digest(listeners[0]) == EMPTY_DIGEST
+        assert (root / "a" / "current").is_symlink() and not (root / "b").exists()
     finally:
         for lst in listeners:
             lst.close()
@@ -249,6 +250,7 @@ def test_leftovers_of_an_interrupted_batch_are_removed_at_open(root: Path) -> No
     (base / "g-7" / "a").write_bytes(b"half-written")
     os.symlink("g-7", base / ".current.tmp")
     reopened = _one(root)
+    reopened.get_extra_args()  # opens the store
     assert sorted(os.listdir(base)) == [".lock", "current", "g-1"]
     assert read_stream(root, "s") == {"a": b"1"}
     reopened.close()
@@ -256,10 +258,21 @@ def test_leftovers_of_an_interrupted_batch_are_removed_at_open(root: Path) -> No
 
 def test_one_writer_per_stream_directory(root: Path) -> None:
     lst = _one(root)
+    lst.get_extra_args()
     with pytest.raises(StoreLockedError, match="already written"):
         FileStore(root, "s")
+    second = _one(root)
+    with pytest.raises(StoreLockedError):  # reported by the supervisor, retried later
+        second.get_extra_args()
     lst.close()
-    FileStore(root, "s").close()  # the lock goes with close()
+    assert _digest(second) == EMPTY_DIGEST  # the lock went with close(): the retry works
+    second.close()
+
+
+def test_dir_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ValueError, match="'dir'"):
+        create_listeners({"streams": ["s"], "dir": str(tmp_path / "f")})
 
 
 def test_update_after_close_raises(root: Path) -> None:

@@ -60,6 +60,7 @@ def test_listeners_per_stream_contract_and_entry_point(db: Path) -> None:
     try:
         assert [lst.name for lst in listeners] == ["a", "b.c"]
         assert all(listener_problems(lst) == [] for lst in listeners)
+        assert not db.parent.exists()  # the factory touches nothing (`streamer check` calls it)
         assert _digest(listeners[0]) == EMPTY_DIGEST
         listeners[0].update(_batch({"k": b"a"}, resync=True))
         listeners[1].update(_batch({"k": b"bc"}, resync=True))
@@ -194,6 +195,11 @@ def test_a_failed_batch_leaves_the_old_state_and_the_next_one_succeeds(db: Path)
     assert _rows(db) == {"a": b"x", "b": b"2", "c": b"3"}
     assert _digest(lst) == snapshot_digest(_rows(db).items())
     lst.close()
+
+
+def test_path_that_is_a_directory_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'path'"):
+        create_listeners({"streams": ["s"], "path": str(tmp_path)})
 
 
 def test_update_after_close_raises(db: Path) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.wrappers_pb2 import StringValue
 
-from streamer_sqlite._config import SqliteConfig
+from streamer_sqlite._config import SqliteConfig, table_name
 from streamer_sqlite._mirror import SqliteMirror
 
 if TYPE_CHECKING:
@@ -24,15 +26,45 @@ _log = logging.getLogger(LOGGER_NAME)
 class SqliteListener:
     """Mirrors one stream into the table ``stream_<name>`` (columns ``key TEXT``, ``value BLOB``).
 
-    Each batch is one transaction. ``get_extra_args()`` sends the digest of the table's rows.
-    ``update`` raises on a sink failure (disk full, database locked past ``busy_timeout``); the
-    supervisor reports it and retries.
+    The database is opened on first use (in the host's worker thread), not by the factory, so
+    ``streamer check`` and ``streamer list`` create nothing; an open that fails raises from that
+    call and is retried by the supervisor. Each batch is one transaction.
+    ``get_extra_args()`` sends the digest of the table's rows. ``update`` raises on a sink
+    failure (disk full, database locked past ``busy_timeout``); the supervisor reports it and
+    retries.
     """
 
-    def __init__(self, mirror: SqliteMirror) -> None:
-        self.name = mirror.stream
-        self.mirror = mirror
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        stream: str,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        table_name(stream)  # a name that cannot be a table fails now, not at first use
+        self.name = stream
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._busy_timeout = busy_timeout
+        self._mirror: SqliteMirror | None = None
+        self._closed = False
         self._lock = threading.Lock()
+
+    @property
+    def mirror(self) -> SqliteMirror:
+        """The open :class:`SqliteMirror` (opened now if needed)."""
+        if self._mirror is None:
+            if self._closed:
+                raise RuntimeError(f"the sqlite listener of stream {self.name!r} is closed")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._mirror = SqliteMirror(
+                self.path,
+                self.name,
+                synchronous=self._synchronous,
+                busy_timeout=self._busy_timeout,
+            )
+        return self._mirror
 
     def get_extra_args(self) -> StringValue:
         with self._lock:
@@ -41,10 +73,9 @@ class SqliteListener:
     def update(self, batch: DataUpdateBatch) -> bool:
         items = {u.key: u.value for u in batch.updates}
         with self._lock:
-            if batch.resync:
-                stats = self.mirror.sync_snapshot(items)
-            else:
-                stats = self.mirror.apply_changes(items)
+            mirror = self.mirror
+            apply = mirror.sync_snapshot if batch.resync else mirror.apply_changes
+            stats = apply(items)
         _log.debug(
             "stream=%s resync=%s updates=%d upserted=%d deleted=%d",
             self.name,
@@ -61,25 +92,24 @@ class SqliteListener:
 
     def close(self) -> None:
         with self._lock:
-            self.mirror.close()
+            self._closed = True
+            if self._mirror is not None:
+                self._mirror.close()
+                self._mirror = None
 
 
 def create_listeners(config: Mapping[str, Any]) -> list[SqliteListener]:
     """Entry point ``sqlite``: one :class:`SqliteListener` (one table) per name in ``streams``.
 
-    Opens the database now, so a bad ``path`` fails at load.
+    Validates only; touches nothing on disk beyond checking that ``path`` is not a directory.
     """
     cfg = SqliteConfig.from_table(config)
-    cfg.path.parent.mkdir(parents=True, exist_ok=True)
-    listeners: list[SqliteListener] = []
-    try:
-        for stream in cfg.streams:
-            mirror = SqliteMirror(
-                cfg.path, stream, synchronous=cfg.synchronous, busy_timeout=cfg.busy_timeout
-            )
-            listeners.append(SqliteListener(mirror))
-    except BaseException:
-        for listener in listeners:
-            listener.close()
-        raise
-    return listeners
+    if cfg.path.is_dir():
+        raise ValueError(
+            f"streamer-sqlite: config key 'path' is {str(cfg.path)!r}, a directory, "
+            "not a database file"
+        )
+    return [
+        SqliteListener(cfg.path, stream, synchronous=cfg.synchronous, busy_timeout=cfg.busy_timeout)
+        for stream in cfg.streams
+    ]
