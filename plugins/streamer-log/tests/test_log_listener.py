@@ -21,7 +21,7 @@ def test_one_listener_per_stream_and_valid_contract() -> None:
     assert [lst.name for lst in listeners] == ["a", "b"]
     for lst in listeners:
         assert listener_problems(lst) == []
-        assert lst.get_extra_args() is None
+        assert lst.get_extra_args() is None  # type: ignore[func-returns-value]
 
 
 def test_entry_point_is_registered() -> None:

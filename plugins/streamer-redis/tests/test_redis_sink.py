@@ -43,7 +43,8 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def _hash(client: redis.Redis, key: str = "streamer:s") -> dict[str, bytes]:
-    return {k.decode(): v for k, v in client.hgetall(key).items()}
+    raw: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
+    return {k.decode(): v for k, v in raw.items()}
 
 
 @pytest.fixture
@@ -186,6 +187,8 @@ def test_close_releases_the_connection(redis_url: str, client: redis.Redis) -> N
     while clients() != baseline and time.monotonic() < deadline:
         time.sleep(0.02)
     assert clients() == baseline
+    with pytest.raises(RuntimeError, match="closed"):
+        listener.update(_batch({"a": b"2"}))
 
 
 def _refused_port() -> int:

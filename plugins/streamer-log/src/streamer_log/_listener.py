@@ -49,7 +49,7 @@ class LogListener:
             )
         return True
 
-    def report_error(self, error: BaseException) -> None:
+    def report_error(self, error: BaseException) -> BaseException | None:
         _log.warning("stream=%s error reported by the streamer: %r", self.name, error)
         return None
 

@@ -34,10 +34,16 @@ class RedisListener:
     def __init__(self, mirror: RedisMirror) -> None:
         self.name = mirror.stream
         self.mirror = mirror
+        self._closed = False
         self._lock = threading.Lock()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the redis listener of stream {self.name!r} is closed")
 
     def get_extra_args(self) -> StringValue | None:
         with self._lock:
+            self._check_open()
             try:
                 return StringValue(value=self.mirror.digest())
             except redis.RedisError as exc:
@@ -47,18 +53,20 @@ class RedisListener:
     def update(self, batch: DataUpdateBatch) -> bool:
         items = {u.key: u.value for u in batch.updates}
         with self._lock:
+            self._check_open()
             if batch.resync:
                 self.mirror.sync_snapshot(items)
             else:
                 self.mirror.apply_changes(items)
         return True
 
-    def report_error(self, error: BaseException) -> None:
+    def report_error(self, error: BaseException) -> BaseException | None:
         _log.warning("stream=%s error reported by the streamer: %r", self.name, error)
         return None
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self.mirror.client.close()
 
 

@@ -86,7 +86,7 @@ class SqliteListener:
         )
         return True
 
-    def report_error(self, error: BaseException) -> None:
+    def report_error(self, error: BaseException) -> BaseException | None:
         _log.warning("stream=%s error reported by the streamer: %r", self.name, error)
         return None
 
