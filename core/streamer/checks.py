@@ -5,6 +5,7 @@ Everything is collected and reported together; nothing is started when any check
 
 from __future__ import annotations
 
+import importlib.util
 import types
 from collections.abc import Callable, Iterable, Sequence
 
@@ -93,6 +94,11 @@ def check(
     problems.extend(result.problems)
     hooks, hook_problems = load_hooks(config, dists)
     problems.extend(hook_problems)
+    if config.metrics.address is not None and importlib.util.find_spec("prometheus_client") is None:
+        problems.append(
+            f"{config.path}: metrics.address is set but prometheus-client is not installed; "
+            "install it with `pip install 'streamer[metrics]'` or remove [metrics] address"
+        )
     if not problems:
         try:
             _validate_connection(config)

@@ -145,6 +145,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from streamer.status import HostUnreachable, fetch_status, format_status, query_address
+
+    address = args.address
+    if address is None:
+        path, config = _load(args, required=args.config is not None)
+        if config is None or config.metrics.address is None:
+            where = f"{path}" if path is not None else "no config file found"
+            _err(
+                f"status: no address: pass --address HOST:PORT or set [metrics] address "
+                f"in the config ({where})"
+            )
+            return EXIT_USAGE
+        address = query_address(config.metrics.address)
+        if address.endswith(":0"):
+            _err(f"status: {path}: [metrics] address uses port 0; pass --address HOST:PORT")
+            return EXIT_USAGE
+    try:
+        doc = fetch_status(address, timeout=args.timeout)
+    except HostUnreachable as exc:
+        _err(str(exc))
+        return 1
+    print(json.dumps(doc, indent=2, sort_keys=True) if args.json else format_status(doc))
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -173,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     lst = with_config(sub.add_parser("list", help="installed plugins and their status"))
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(func=cmd_list)
+
+    st = with_config(sub.add_parser("status", help="show a running host's streams"))
+    st.add_argument(
+        "--address", metavar="HOST:PORT", help="default: the config's [metrics] address"
+    )
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--timeout", type=float, default=5.0, help=argparse.SUPPRESS)
+    st.set_defaults(func=cmd_status)
 
     srv = sub.add_parser("serve", help="run the reference Streamer server over local data")
     srv.add_argument("data", help="directory (one subdirectory per stream) or .sqlite/.db file")

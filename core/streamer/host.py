@@ -107,6 +107,11 @@ class Host:
         loaded, hooks = check(self.config, self._distributions)
         registry = build_registry(self.config)
         self.pm.register(LoggingObserver(self._owners), "streamer-log-observer")
+        if self.config.metrics.address is not None:  # the observer stops it at host_stopping
+            from streamer.metrics import start_observability
+
+            metrics, _ = start_observability(self.config, self._owners)
+            self.pm.register(metrics, "streamer-metrics-observer")
         for obs in self._extra_observers:
             self.pm.register(obs)
         for plugin, obs in hooks:

@@ -1,0 +1,323 @@
+"""`streamer run` with [metrics] as a subprocess against a real reference server: the endpoints
+answer, `streamer status` prints the streams, and says so clearly when no host is there."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from streamer.server import ReferenceServer
+from streamer.sources import MemorySource
+from streamer.status import format_status, query_address
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """\
+plugins = ["log"]
+
+[cloud]
+target = "{target}"
+
+[streaming]
+interval = 0.2
+backoff_initial = 0.05
+backoff_max = 0.2
+shutdown_timeout = 3.0
+
+[plugin.log]
+streams = {streams}
+
+[metrics]
+address = "{metrics}"
+"""
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    out.pop("STREAMER_CONFIG", None)
+    out["XDG_CONFIG_HOME"] = "/nonexistent"
+    return out
+
+
+async def streamer(*args: str, cwd: Path) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamer.cli",
+        *args,
+        cwd=cwd,
+        env=env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def get(address: str, path: str) -> tuple[int, str]:
+    return await asyncio.to_thread(_get, f"http://{address}{path}")
+
+
+async def eventually(predicate: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        await asyncio.sleep(0.05)
+
+
+class Host:
+    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
+        self.proc = proc
+        self.log = log
+        self.address = ""
+
+    def logtext(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def metrics_address(self) -> str:
+        m = re.search(r"metrics and health on http://(\S+) ", self.logtext())
+        return m.group(1) if m else ""
+
+
+@pytest.fixture
+async def cloud() -> AsyncIterator[tuple[ReferenceServer, MemorySource]]:
+    source = MemorySource({"s1": {"k0": b"v0"}, "s2": {"k0": b"v0"}})
+    server = ReferenceServer(source, "push")
+    await server.start()
+    yield server, source
+    await server.stop(0)
+
+
+@pytest.fixture
+async def host(tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]) -> AsyncIterator[Host]:
+    server, _ = cloud
+    cfg = tmp_path / "streamer.toml"
+    cfg.write_text(
+        CONFIG.format(target=server.address, streams='["s1", "nosuch"]', metrics="127.0.0.1:0")
+    )
+    log = tmp_path / "host.log"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamer.cli",
+        "run",
+        "--config",
+        str(cfg),
+        cwd=tmp_path,
+        env=env(),
+        stdout=log.open("w"),
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    h = Host(proc, log)
+    try:
+        await eventually(h.metrics_address, "the metrics address in the log")
+        h.address = h.metrics_address()
+        yield h
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_endpoints_and_status_against_a_running_host(host: Host, tmp_path: Path) -> None:
+    assert (await get(host.address, "/healthz"))[0] == 200
+    # "nosuch" is unknown to the server: NOT_FOUND, backoff, never ready.
+    deadline = time.monotonic() + 15
+    while True:
+        rows = {
+            r["stream"]: r for r in json.loads((await get(host.address, "/status"))[1])["streams"]
+        }
+        if rows.get("s1", {}).get("batches") and rows.get("nosuch", {}).get("errors"):
+            break
+        assert time.monotonic() < deadline, rows
+        await asyncio.sleep(0.05)
+    code, body = await get(host.address, "/readyz")
+    assert code == 503 and json.loads(body)["not_ready"] == ["nosuch"], body
+
+    code, body = await get(host.address, "/metrics")
+    assert code == 200
+    assert 'streamer_batches_total{plugin="log",stream="s1"} 1.0' in body
+    assert re.search(
+        r'streamer_errors_total\{kind="NOT_FOUND",plugin="log",stream="nosuch"\} [1-9]', body
+    )
+    assert 'streamer_stream_state{plugin="log",state="streaming",stream="s1"} 1.0' in body
+
+    code, out, err = await streamer("status", "--address", host.address, cwd=tmp_path)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "STREAM", "PLUGIN", "STATE", "LAST", "BATCH", "UPDATES", "ERRORS", "LAST", "ERROR"
+    ]  # fmt: skip
+    s1 = next(line for line in lines if line.startswith("s1 "))
+    assert s1.split()[:3] == ["s1", "log", "streaming"] and "ago" in s1
+    nosuch = next(line for line in lines if line.startswith("nosuch "))
+    assert "never" in nosuch and "NOT_FOUND" in nosuch
+    assert lines[-1] == "not ready: nosuch"
+
+    code, out, err = await streamer("status", "--address", host.address, "--json", cwd=tmp_path)
+    assert code == 0, err
+    doc = json.loads(out)
+    rows = {r["stream"]: r for r in doc["streams"]}
+    assert rows["s1"]["updates"] == 1 and rows["s1"]["errors"] == 0
+    assert rows["nosuch"]["errors"] >= 1 and rows["nosuch"]["last_error"].startswith("NOT_FOUND")
+    assert "v0" not in out  # values never leave the process
+
+    # The address can come from a config file's [metrics] table.
+    other = tmp_path / "status.toml"
+    other.write_text(f'[metrics]\naddress = "{host.address}"\n')
+    code, out, err = await streamer("status", "--config", str(other), cwd=tmp_path)
+    assert code == 0, err
+    assert "s1" in out
+
+    # After shutdown nothing answers there any more.
+    host.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(host.proc.wait(), 10) == 0, host.logtext()
+    code, out, err = await streamer("status", "--address", host.address, cwd=tmp_path)
+    assert code == 1 and out == ""
+    assert f"no streamer host is answering at {host.address}" in err
+
+
+async def test_readyz_turns_ready_when_every_stream_has_data(
+    tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]
+) -> None:
+    server, _ = cloud
+    cfg = tmp_path / "streamer.toml"
+    port = free_port()
+    cfg.write_text(
+        CONFIG.format(target=server.address, streams='["s1", "s2"]', metrics=f"0.0.0.0:{port}")
+    )
+    log = tmp_path / "host.log"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamer.cli", "run", "--config", str(cfg),
+        cwd=tmp_path, env=env(), stdout=log.open("w"), stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        address = f"127.0.0.1:{port}"
+        ready: list[int] = []
+
+        async def poll() -> None:
+            while True:
+                try:
+                    code, _ = await get(address, "/readyz")
+                except OSError:
+                    code = 0
+                if code == 200:
+                    ready.append(code)
+                    return
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(poll(), 15)
+        # `streamer status` with only the config: wildcard listen address -> loopback.
+        code, out, err = await streamer("status", "--config", str(cfg), cwd=tmp_path)
+        assert code == 0, err + log.read_text()
+        assert out.splitlines()[-1] == "ready: every stream has received data"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0, log.read_text()
+
+
+async def test_status_without_a_host_says_so(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    code, out, err = await streamer("status", "--address", address, cwd=tmp_path)
+    assert code == 1 and out == ""
+    assert err.strip() == (
+        f"streamer: no streamer host is answering at {address} (connection refused); "
+        "is `streamer run` running with [metrics] address set?"
+    )
+
+
+async def test_status_without_an_address(tmp_path: Path) -> None:
+    code, _, err = await streamer("status", cwd=tmp_path)
+    assert code == 2
+    assert "pass --address HOST:PORT or set [metrics] address" in err
+    cfg = tmp_path / "streamer.toml"
+    cfg.write_text('[metrics]\naddress = "127.0.0.1:0"\n')
+    code, _, err = await streamer("status", cwd=tmp_path)
+    assert code == 2 and "port 0" in err
+
+
+def test_check_accepts_metrics_when_prometheus_is_installed(tmp_path: Path) -> None:
+    import subprocess
+
+    cfg = tmp_path / "streamer.toml"
+    cfg.write_text(CONFIG.format(target="127.0.0.1:1", streams='["s1"]', metrics="127.0.0.1:0"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "check", "--config", str(cfg)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_query_address_maps_wildcards_to_loopback() -> None:
+    assert query_address("0.0.0.0:9464") == "127.0.0.1:9464"
+    assert query_address("[::]:9464") == "[::1]:9464"
+    assert query_address("10.0.0.5:9464") == "10.0.0.5:9464"
+
+
+def test_format_status_table() -> None:
+    doc = {
+        "ready": False,
+        "not_ready": ["policydb"],
+        "streams": [
+            {
+                "stream": "subscriberdb",
+                "plugin": "files",
+                "state": "streaming",
+                "last_batch_age_s": 1.25,
+                "updates": 18000,
+                "errors": 0,
+                "last_error": None,
+                "backoff": 0.0,
+            },
+            {
+                "stream": "policydb",
+                "plugin": "files",
+                "state": "waiting",
+                "last_batch_age_s": None,
+                "updates": 0,
+                "errors": 3,
+                "last_error": "UNAVAILABLE: failed to connect",
+                "backoff": 2.56,
+            },
+        ],
+    }
+    assert format_status(doc).splitlines() == [
+        "STREAM        PLUGIN  STATE                   LAST BATCH  UPDATES  ERRORS  LAST ERROR",
+        "subscriberdb  files   streaming               1.2s ago    18000    0       -",
+        "policydb      files   waiting (backoff 2.6s)  never       0        3       "
+        "UNAVAILABLE: failed to connect",
+        "not ready: policydb",
+    ]
