@@ -209,22 +209,32 @@ class Host:
             self.client.remove_listener(listener)
         tasks = list(running.tasks.values())
         timeout = self.config.streaming.shutdown_timeout
+        stuck: set[str] = set()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:
+                stream = task.get_name().removeprefix("stream:")
+                stuck.add(stream)
                 log.warning(
-                    "plugin %s: stream %s did not stop within %.1f s (update still running?)",
+                    "plugin %s: stream %s did not stop within %.1f s (update still running?); "
+                    "not calling its close()",
                     running.loaded.plugin.display,
-                    task.get_name().removeprefix("stream:"),
+                    stream,
                     timeout,
                 )
-        await self._close_listeners(running.loaded, timeout)
+        await self._close_listeners(running.loaded, timeout, skip=stuck)
+        for listener in running.loaded.listeners:
+            if self._owners.get(listener.name) == name:
+                del self._owners[listener.name]
         log.info("plugin %s stopped", running.loaded.plugin.display)
 
-    async def _close_listeners(self, lp: LoadedPlugin, timeout: float) -> None:
+    async def _close_listeners(
+        self, lp: LoadedPlugin, timeout: float, skip: set[str] | frozenset[str] = frozenset()
+    ) -> None:
+        """Call each listener's optional close(), never while its update may still run."""
         for listener in lp.listeners:
             close = getattr(listener, "close", None)
-            if not callable(close):
+            if not callable(close) or listener.name in skip:
                 continue
             try:
                 result = await asyncio.wait_for(asyncio.to_thread(close), timeout)
