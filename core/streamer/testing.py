@@ -9,6 +9,9 @@ Fixtures (async; they need pytest-asyncio):
 - ``streamer_server``: a started :class:`ScriptedServer`, stopped at teardown.
 - ``reference_server``: a factory, ``await reference_server(source, mode="push", **kwargs)``,
   returning a started :class:`streamer.server.ReferenceServer`; all are stopped at teardown.
+- ``redis_server`` (session scope): the URL of a private ``redis-server`` on an ephemeral
+  loopback port, for sinks that write to Redis. Skipped when ``redis-server`` is not on PATH,
+  unless ``STREAMER_REQUIRE_REDIS=1`` (CI), which makes that a failure.
 
 Example::
 
@@ -26,7 +29,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import pytest
@@ -51,8 +60,10 @@ __all__ = [
     "CallHandle",
     "ReferenceServerFactory",
     "ScriptedServer",
+    "redis_server",
     "reference_server",
     "run_listener",
+    "start_redis_server",
     "streamer_server",
 ]
 
@@ -371,6 +382,70 @@ async def reference_server() -> AsyncIterator[ReferenceServerFactory]:
     finally:
         for server in reversed(started):
             await server.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis_server(
+    workdir: Path, exe: str = "redis-server"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a throw-away ``redis-server`` (no persistence) on a free loopback port.
+
+    Returns the process and its ``redis://`` URL; the caller terminates the process. Uses only
+    the standard library, so streamer needs no Redis client.
+    """
+    for _ in range(5):  # another process may take the port between probe and bind
+        port = _free_port()
+        args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--dir", str(workdir)]
+        with open(workdir / f"redis-{port}.log", "wb") as log:
+            proc = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _redis_ping(port):
+                return proc, f"redis://127.0.0.1:{port}/0"
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    raise RuntimeError(f"redis-server did not start; see the logs in {workdir}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a private redis-server for this test session."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        if os.environ.get("STREAMER_REQUIRE_REDIS") == "1":
+            pytest.fail("STREAMER_REQUIRE_REDIS=1 but redis-server is not on PATH")
+        pytest.skip("redis-server is not on PATH")
+    proc, url = start_redis_server(tmp_path_factory.mktemp("redis"), exe)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def run_listener(
