@@ -113,6 +113,9 @@ class StaticRegistry:
         opts: dict[str, Any] = {
             "grpc.keepalive_time_ms": int(keepalive_time * 1000),
             "grpc.keepalive_timeout_ms": int(keepalive_timeout * 1000),
+            # gRPC now bounds an unanswered ping by this one (default 60 s), not by
+            # keepalive_timeout_ms alone (grpc/grpc#34647; seen with grpcio 1.85): set both.
+            "grpc.http2.ping_timeout_ms": int(keepalive_timeout * 1000),
             # Keep pinging on a quiet stream (the default stops after 2 pings without data).
             "grpc.http2.max_pings_without_data": 0,
             "grpc.keepalive_permit_without_calls": 0,

@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -27,7 +28,7 @@ from streamer.listener import Listener
 from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
 from streamer.supervisor import Action, Event, Step, Wait, decide, error_to_report
 
-__all__ = ["Sleep", "StreamRunner", "pack_extra_args"]
+__all__ = ["Sleep", "StreamRpcError", "StreamRunner", "pack_extra_args"]
 
 log = logging.getLogger("streamer.stream")
 
@@ -49,6 +50,51 @@ def pack_extra_args(value: object) -> any_pb2.Any | None:
         "get_extra_args() must return a protobuf message, a google.protobuf.Any or None, "
         f"got {type(value).__name__}"
     )
+
+
+_OVER_LIMIT = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
+
+
+class StreamRpcError(grpc.aio.AioRpcError):
+    """A failed GetUpdates call as ``report_error`` receives it: the gRPC error (same
+    ``code()``, ``details()``, metadata; the original is ``__cause__``) whose ``str()`` names
+    the stream and, for a message over the receive limit, the limit and how to raise it."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        initial_metadata: Any = None,
+        trailing_metadata: Any = None,
+        details: str | None = None,
+        debug_error_string: str | None = None,
+        *,
+        stream: str = "",
+    ) -> None:
+        super().__init__(code, initial_metadata, trailing_metadata, details, debug_error_string)
+        self.stream = stream
+
+    @classmethod
+    def wrap(cls, stream: str, error: grpc.aio.AioRpcError) -> StreamRpcError:
+        out = cls(
+            error.code(),
+            error.initial_metadata(),
+            error.trailing_metadata(),
+            error.details(),
+            error.debug_error_string(),
+            stream=stream,
+        )
+        out.__cause__ = error
+        return out
+
+    def __str__(self) -> str:
+        text = f"stream {self.stream!r}: GetUpdates failed: {self.code().name}: {self.details()}"
+        over = _OVER_LIMIT.search(self.details() or "")
+        if self.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and over:
+            text += (
+                f" (a {over[1]}-byte message exceeds the client's receive limit of {over[2]} "
+                "bytes: raise max_receive_message_length / [cloud] max_receive_message_mb)"
+            )
+        return text
 
 
 class _Invoker:
@@ -239,13 +285,21 @@ class StreamRunner:
             except grpc.RpcError as exc:
                 if self._stopping:
                     return Step(Action.STOP)
+                if isinstance(exc, grpc.aio.AioRpcError):
+                    exc = StreamRpcError.wrap(self.name, exc)
                 return await self._decide(Event.CALL_FAILED, exc)
             if batch is grpc.aio.EOF:  # type: ignore[attr-defined]
                 return decide(Event.CALL_ENDED)
+            if not isinstance(batch, DataUpdateBatch):  # grpc returns None when parsing fails
+                bad = StreamRpcError(
+                    grpc.StatusCode.INTERNAL,
+                    details="the server sent a response that is not a valid DataUpdateBatch",
+                    stream=self.name,
+                )
+                return await self._decide(Event.CALL_FAILED, bad)
             if not streaming:
                 streaming = True
                 self._set_state(StreamState.STREAMING)
-            assert isinstance(batch, DataUpdateBatch)
             self._notify("batch_received", batch)
             start = self._clock()
             try:
