@@ -11,22 +11,28 @@ and servers the scripted test server cannot be (custom channel options, raw resp
 
 New connections are always forwarded, so a client that notices the fault and reconnects gets
 through. ``proxy.accepted`` counts connections.
+
+``make_sink_site`` writes real plugin distributions for host-level fault tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
+
 from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
 from streamer.server import SERVICE
 from streamer.testing import ScriptedServer
+from tests.plugin_fixtures import make_dist
 
 __all__ = [
     "PERMIT_FAST_PINGS",
@@ -35,6 +41,8 @@ __all__ = [
     "RawServer",
     "abort_with_rst",
     "eventually",
+    "make_sink_site",
+    "write_config",
 ]
 
 # Server options that accept a client pinging every second on a quiet stream (the default policy
@@ -212,6 +220,10 @@ class OptionsScriptedServer(ScriptedServer):
         self._server, self.port = server, port
         return port
 
+    async def __aenter__(self) -> OptionsScriptedServer:
+        await self.start()
+        return self
+
     async def _handle_with_auth(
         self,
         request: StreamRequest,
@@ -276,3 +288,74 @@ async def eventually(predicate: Callable[[], object], what: str, timeout: float 
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
         await asyncio.sleep(0.005)
+
+
+# A listener plugin for host-level tests: appends {"stream", "keys"} (never values) to ``out`` per
+# batch; ``raises = true`` makes update() raise on every batch.
+SINK_MODULE = """
+import json, pathlib
+
+
+class Sink:
+    def __init__(self, name, out, raises):
+        self.name, self.out, self.raises = name, pathlib.Path(out), raises
+
+    def get_extra_args(self):
+        return None
+
+    def update(self, batch):
+        if self.raises:
+            raise ValueError(f"{self.name}: this listener fails on every batch")
+        with self.out.open("a") as f:
+            f.write(json.dumps({"stream": self.name, "keys": [u.key for u in batch.updates]}))
+            f.write("\\n")
+        return True
+
+    def report_error(self, error):
+        return None
+
+
+def factory(config):
+    return [Sink(s, config["out"], config.get("raises", False)) for s in config["streams"]]
+"""
+
+
+def make_sink_site(site: Path, names: Sequence[str], broken: Sequence[str] = ()) -> Path:
+    """Distributions ``plug-<name>`` (entry point ``<name>``) running SINK_MODULE, and for each
+    of ``broken`` one whose module cannot be imported."""
+    for name in names:
+        module = f"reliability_{name}"
+        make_dist(
+            site,
+            f"plug-{name}",
+            entry_points={name: f"{module}:factory"},
+            modules={module: SINK_MODULE},
+        )
+    for name in broken:
+        module = f"reliability_{name}"
+        make_dist(
+            site,
+            f"plug-{name}",
+            entry_points={name: f"{module}:factory"},
+            modules={module: "import reliability_no_such_module_anywhere\n"},
+        )
+    return site
+
+
+def write_config(
+    path: Path,
+    target: str,
+    plugins: Mapping[str, Mapping[str, object]],
+    cloud: Mapping[str, object] | None = None,
+) -> Path:
+    """A streamer.toml: ``[cloud] target`` (+ ``cloud``), fast streaming, one table per plugin.
+    Values are written as JSON, which is valid TOML for strings, numbers, booleans and lists."""
+    lines = [f"plugins = {json.dumps(list(plugins))}", "", "[cloud]"]
+    lines.append(f"target = {json.dumps(target)}")
+    lines += [f"{k} = {json.dumps(v)}" for k, v in (cloud or {}).items()]
+    lines += ["", "[streaming]", "interval = 0.2", "backoff_initial = 0.05", "backoff_max = 0.2"]
+    lines += ["shutdown_timeout = 2.0"]
+    for name, table in plugins.items():
+        lines += ["", f"[plugin.{name}]"] + [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

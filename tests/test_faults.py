@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import socket
 import time
@@ -87,9 +88,10 @@ async def test_server_restarted_on_same_port_stream_resumes() -> None:
 @pytest.mark.slow
 async def test_blackholed_connection_detected_by_keepalive_then_reconnects() -> None:
     keepalive_time, keepalive_timeout = 1.0, 1.0
-    async with OptionsScriptedServer(options=PERMIT_FAST_PINGS) as server, FaultProxy(
-        server.port or 0
-    ) as proxy:
+    async with (
+        OptionsScriptedServer(options=PERMIT_FAST_PINGS) as server,
+        FaultProxy(server.port or 0) as proxy,
+    ):
         listener = Recorder()
         client = fast_client(
             proxy.address, keepalive_time=keepalive_time, keepalive_timeout=keepalive_timeout
@@ -170,10 +172,10 @@ async def test_refusing_server_backoff_honoured_no_hot_loop() -> None:
     while elapsed + nominal[most - 1] * (1 - jitter) <= window:
         elapsed += nominal[most - 1] * (1 - jitter)
         most += 1
-    for code, listener in zip(REFUSALS, listeners):
+    for code, listener in zip(REFUSALS, listeners, strict=True):
         times = arrivals[code.name]
         assert 3 <= len(times) <= most, (code, len(times), most)
-        gaps = [b - a for a, b in zip(times, times[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         for i, gap in enumerate(gaps):  # never sooner than the backoff allows
             assert gap >= nominal[i] * (1 - jitter) - 0.002, (code, i, gap)
         assert end - times[-1] < nominal[len(times) - 1] * (1 + jitter) + 0.25  # not stalled
