@@ -51,7 +51,8 @@ def test_channel_options() -> None:
     assert opts["grpc.keepalive_time_ms"] >= 300_000  # never provokes too_many_pings
     assert opts["grpc.http2.max_pings_without_data"] == 0
     assert opts["grpc.default_authority"] == "streamer-cloud.test"
-    assert opts["grpc.max_reconnect_backoff_ms"] == 20_000
+    assert opts["grpc.max_reconnect_backoff_ms"] == 1_000
+    assert opts["grpc.min_reconnect_backoff_ms"] == 100
 
 
 async def test_channels_are_reused_per_shard() -> None:

@@ -17,6 +17,7 @@ from streamer.connection import RegistryError, is_loopback, load_tls_files, magm
 from streamer.plugins import (
     HOOKS_GROUP,
     LISTENERS_GROUP,
+    DistributionLike,
     LoadedPlugin,
     Plugin,
     Problem,
@@ -53,7 +54,7 @@ def build_backoff(config: Config) -> Backoff:
 
 
 def load_hooks(
-    config: Config, distributions: Iterable[importlib_metadata.Distribution] | None = None
+    config: Config, distributions: Iterable[DistributionLike] | None = None
 ) -> tuple[list[tuple[Plugin, object]], list[Problem]]:
     """Import the enabled observers (``streamer.hooks``). A module is registered as it is; a
     class or function is called with the observer's ``[hook.<name>]`` table."""
@@ -89,7 +90,8 @@ def check(
         problems.append(str(exc))
     if not config.plugins:
         problems.append(f"{config.path}: plugins: no listener plugin is enabled")
-    dists = list(distributions()) if distributions else None
+    # One scan of the installed distributions serves both entry-point groups.
+    dists = list(distributions() if distributions else importlib_metadata.distributions())
     result = load_plugins(LISTENERS_GROUP, config.plugins, config.plugin_tables, dists)
     problems.extend(result.problems)
     hooks, hook_problems = load_hooks(config, dists)

@@ -175,21 +175,23 @@ def find_plugins(
 
 
 def _read_dist(dist: DistributionLike, group: str) -> tuple[str, str, list[tuple[str, str]]] | None:
-    """Name, version and ``group``'s entry points; None for a broken .dist-info (missing or
-    unreadable metadata), which must not stop discovery of everything else on sys.path."""
+    """Name, version and ``group``'s entry points; None when the distribution has none, or for a
+    broken .dist-info (missing or unreadable metadata), which must not stop discovery of
+    everything else on sys.path. Entry points are read first: most installed distributions
+    have none, and their METADATA is then never parsed."""
     try:
-        name = dist.metadata["Name"]
         eps = [(ep.name, ep.value) for ep in dist.entry_points.select(group=group)]
+        if not eps:
+            return None
+        meta = dist.metadata
+        name = meta["Name"] if meta is not None else None
     except Exception as exc:
         log.debug("skipping unreadable distribution %r: %s", dist, exc)
         return None
     if not name:
         return None
-    try:
-        version = str(dist.version)
-    except Exception:
-        version = ""
-    return str(name), version, eps
+    version = meta.get("Version") or ""
+    return str(name), str(version), eps
 
 
 # --- select --------------------------------------------------------------------------------

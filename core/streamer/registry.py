@@ -120,11 +120,14 @@ class StaticRegistry:
             "grpc.http2.max_pings_without_data": 0,
             "grpc.keepalive_permit_without_calls": 0,
             "grpc.max_receive_message_length": max_receive_message_length,
-            # The channel's own reconnect backoff defaults to a 120 s cap, which would hide a
-            # returning server from our (shorter) stream backoff.
-            "grpc.initial_reconnect_backoff_ms": 1000,
-            "grpc.min_reconnect_backoff_ms": 1000,
-            "grpc.max_reconnect_backoff_ms": int(max(max_reconnect_backoff, 1.0) * 1000),
+            # The channel's own reconnect backoff (default: 1 s, growing to 120 s) must not
+            # hide a returning server: while the channel waits, every call fails at once and
+            # the stream waits a whole further backoff step. The streams' own jittered backoff
+            # spreads a fleet's reconnects, so the channel retries fast: 100 ms, growing to
+            # at most 1 s (one connection attempt per second per connection in an outage).
+            "grpc.initial_reconnect_backoff_ms": 100,
+            "grpc.min_reconnect_backoff_ms": 100,
+            "grpc.max_reconnect_backoff_ms": int(min(max(max_reconnect_backoff, 0.1), 1.0) * 1000),
         }
         if authority:
             opts["grpc.default_authority"] = authority

@@ -100,23 +100,29 @@ class StreamRpcError(grpc.aio.AioRpcError):
 class _Invoker:
     """Calls one listener method: awaited if async, in a worker thread if sync."""
 
-    __slots__ = ("_executor", "_fn", "_is_async", "_loop")
+    __slots__ = ("_executor", "_fn", "is_async")
 
     def __init__(self, fn: Callable[..., Any], executor: Executor | None) -> None:
         self._fn = fn
-        self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
         )
         self._executor = executor
 
     async def __call__(self, *args: Any) -> Any:
-        if self._is_async:
+        if self.is_async:
             return await self._fn(*args)
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self._executor, self._fn, *args)
         if inspect.isawaitable(result):  # a sync function that returned a coroutine
             return await result
         return result
+
+
+def _consume(fut: asyncio.Future[object]) -> None:
+    """Retrieve a discarded read's outcome so asyncio does not log it as never retrieved."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 class StreamRunner:
@@ -274,46 +280,60 @@ class StreamRunner:
             call.cancel()
 
     async def _read(self, call: grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch]) -> Step:
+        # A sync update() runs in a worker thread; meanwhile the loop reads the next batch, so
+        # the thread hand-off overlaps the wire. One batch ahead at most: memory stays bounded.
+        read_ahead = not self._update.is_async
         streaming = False
-        while True:
-            try:
-                batch = await call.read()
-            except asyncio.CancelledError:
-                if self._stopping and call.cancelled():
-                    return Step(Action.STOP)
-                raise
-            except grpc.RpcError as exc:
-                if self._stopping:
-                    return Step(Action.STOP)
-                if isinstance(exc, grpc.aio.AioRpcError):
-                    exc = StreamRpcError.wrap(self.name, exc)
-                return await self._decide(Event.CALL_FAILED, exc)
-            if batch is grpc.aio.EOF:  # type: ignore[attr-defined]
-                return decide(Event.CALL_ENDED)
-            if not isinstance(batch, DataUpdateBatch):  # grpc returns None when parsing fails
-                bad = StreamRpcError(
-                    grpc.StatusCode.INTERNAL,
-                    details="the server sent a response that is not a valid DataUpdateBatch",
-                    stream=self.name,
-                )
-                return await self._decide(Event.CALL_FAILED, bad)
-            if not streaming:
-                streaming = True
-                self._set_state(StreamState.STREAMING)
-            self._notify("batch_received", batch)
-            start = self._clock()
-            try:
-                verdict = await self._update(batch)
-            except Exception as exc:
-                self._notify("update_done", self._clock() - start, None)
-                return await self._decide(Event.UPDATE_RAISED, exc)
-            self._notify("update_done", self._clock() - start, verdict is True)
-            if verdict is True:
+        ahead: asyncio.Future[object] | None = None
+        try:
+            while True:
+                try:
+                    if ahead is not None:
+                        pending, ahead = ahead, None
+                        batch = await pending
+                    else:
+                        batch = await call.read()
+                except asyncio.CancelledError:
+                    if self._stopping and call.cancelled():
+                        return Step(Action.STOP)
+                    raise
+                except grpc.RpcError as exc:
+                    if self._stopping:
+                        return Step(Action.STOP)
+                    if isinstance(exc, grpc.aio.AioRpcError):
+                        exc = StreamRpcError.wrap(self.name, exc)
+                    return await self._decide(Event.CALL_FAILED, exc)
+                if batch is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    return decide(Event.CALL_ENDED)
+                if not isinstance(batch, DataUpdateBatch):  # grpc gives None when parsing fails
+                    bad = StreamRpcError(
+                        grpc.StatusCode.INTERNAL,
+                        details="the server sent a response that is not a valid DataUpdateBatch",
+                        stream=self.name,
+                    )
+                    return await self._decide(Event.CALL_FAILED, bad)
+                if not streaming:
+                    streaming = True
+                    self._set_state(StreamState.STREAMING)
+                self._notify("batch_received", batch)
+                if read_ahead:
+                    ahead = asyncio.ensure_future(call.read())
+                start = self._clock()
+                try:
+                    verdict = await self._update(batch)
+                except Exception as exc:
+                    self._notify("update_done", self._clock() - start, None)
+                    return await self._decide(Event.UPDATE_RAISED, exc)
+                self._notify("update_done", self._clock() - start, verdict is True)
+                if verdict is not True:
+                    return await self._decide(Event.UPDATE_DECLINED, None, verdict)
                 self._backoff.reset()
                 if self._stopping:
                     return Step(Action.STOP)
-                continue
-            return await self._decide(Event.UPDATE_DECLINED, None, verdict)
+        finally:
+            if ahead is not None:  # read ahead, never handed over: drop it quietly
+                ahead.cancel()
+                ahead.add_done_callback(_consume)
 
     async def _decide(
         self, event: Event, error: BaseException | None, verdict: object = False
