@@ -44,3 +44,31 @@ def test_exceptions_reach_the_future() -> None:
     fut = pool.submit(boom)
     assert isinstance(fut.exception(timeout=2), ValueError)
     pool.shutdown(wait=False)
+
+
+async def test_run_for_loop_delivers_results_and_errors_to_the_loop() -> None:
+    import asyncio
+
+    pool = WorkerPool()
+    loop = asyncio.get_running_loop()
+    caller = threading.get_ident()
+    where: list[int] = []
+
+    def work(x: int) -> int:
+        where.append(threading.get_ident())
+        return x * 2
+
+    assert await pool.run_for_loop(loop, work, 21) == 42
+    assert where and where[0] != caller  # ran off the event loop's thread
+
+    def boom() -> None:
+        raise KeyError("k")
+
+    try:
+        await pool.run_for_loop(loop, boom)
+    except KeyError as exc:
+        assert exc.args == ("k",)
+    else:
+        raise AssertionError("the worker's exception was not delivered")
+    assert pool.threads == 1  # the same worker served both calls
+    pool.shutdown(wait=False)

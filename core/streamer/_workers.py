@@ -9,6 +9,8 @@ exiting after its bounded shutdown wait.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -18,14 +20,13 @@ from typing import Any, TypeVar
 __all__ = ["WorkerPool"]
 
 T = TypeVar("T")
-_Item = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class WorkerPool(Executor):
     def __init__(self, idle_timeout: float = 60.0, name: str = "streamer-worker") -> None:
         self._idle_timeout = idle_timeout
         self._name = name
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0  # workers waiting with no job reserved for them
         self._threads = 0
@@ -38,10 +39,51 @@ class WorkerPool(Executor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         fut: Future[T] = Future()
+
+        def job() -> None:
+            if not fut.set_running_or_notify_cancel():
+                self._became_idle()
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                self._became_idle()
+                fut.set_exception(exc)
+            else:
+                self._became_idle()
+                fut.set_result(result)
+
+        self._enqueue(job)
+        return fut
+
+    def run_for_loop(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], /, *args: Any
+    ) -> asyncio.Future[T]:
+        """Run ``fn(*args)`` on a worker; the result arrives as an asyncio future of ``loop``.
+
+        The fast path for listener calls: one hand-off each way, without the
+        ``concurrent.futures.Future`` that ``loop.run_in_executor`` chains through.
+        """
+        afut: asyncio.Future[T] = loop.create_future()
+
+        def job() -> None:
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                self._became_idle()
+                _post(loop, _set_exception, afut, exc)
+            else:
+                self._became_idle()
+                _post(loop, _set_result, afut, result)
+
+        self._enqueue(job)
+        return afut
+
+    def _enqueue(self, job: Callable[[], None]) -> None:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to a WorkerPool after shutdown")
-            self._queue.put((fut, fn, args, kwargs))
+            self._queue.put(job)
             if self._idle > 0:
                 self._idle -= 1
             else:
@@ -51,12 +93,17 @@ class WorkerPool(Executor):
                     target=self._work, name=f"{self._name}-{self._counter}", daemon=True
                 )
                 t.start()
-        return fut
+
+    def _became_idle(self) -> None:
+        """Called by a job before it wakes its caller, so the caller's next call reuses this
+        thread instead of starting another."""
+        with self._lock:
+            self._idle += 1
 
     def _work(self) -> None:
         while True:
             try:
-                item = self._queue.get(timeout=self._idle_timeout)
+                job = self._queue.get(timeout=self._idle_timeout)
             except queue.Empty:
                 with self._lock:
                     if self._queue.empty():
@@ -64,28 +111,12 @@ class WorkerPool(Executor):
                         self._threads -= 1
                         return
                 continue
-            if item is None:
+            if job is None:
                 with self._lock:
                     self._threads -= 1
                 return
-            fut, fn, args, kwargs = item
-            del item
-            if not fut.set_running_or_notify_cancel():
-                with self._lock:
-                    self._idle += 1
-                continue
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                # Count as idle before waking the caller, so its next call reuses this thread.
-                with self._lock:
-                    self._idle += 1
-                fut.set_exception(exc)
-            else:
-                with self._lock:
-                    self._idle += 1
-                fut.set_result(result)
-            del fut, fn, args, kwargs
+            job()
+            del job
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Retire idle workers. Busy ones finish their call and then exit; never joined here
@@ -95,3 +126,18 @@ class WorkerPool(Executor):
             n = self._threads
         for _ in range(n):
             self._queue.put(None)
+
+
+def _post(loop: asyncio.AbstractEventLoop, setter: Callable[..., None], *args: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+        loop.call_soon_threadsafe(setter, *args)
+
+
+def _set_result(fut: asyncio.Future[Any], result: Any) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

@@ -22,8 +22,9 @@ import grpc.aio
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from streamer._workers import WorkerPool
 from streamer.backoff import Backoff, BackoffState
-from streamer.events import Decision, StreamObserver, StreamState
+from streamer.events import Decision, NullObserver, StreamObserver, StreamState
 from streamer.listener import Listener
 from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
 from streamer.supervisor import Action, Event, Step, Wait, decide, error_to_report
@@ -113,7 +114,10 @@ class _Invoker:
         if self.is_async:
             return await self._fn(*args)
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._executor, self._fn, *args)
+        if isinstance(self._executor, WorkerPool):
+            result = await self._executor.run_for_loop(loop, self._fn, *args)
+        else:
+            result = await loop.run_in_executor(self._executor, self._fn, *args)
         if inspect.isawaitable(result):  # a sync function that returned a coroutine
             return await result
         return result
@@ -152,6 +156,8 @@ class StreamRunner:
         self._gateway_id = gateway_id
         self._sleep: Sleep = sleep or asyncio.sleep
         self._clock = clock
+        # Per-batch observer calls cost a few microseconds each; skip them when nobody listens.
+        self._observed = not isinstance(observer, NullObserver)
         self._get_extra_args = _Invoker(listener.get_extra_args, executor)
         self._update = _Invoker(listener.update, executor)
         self._report_error = _Invoker(listener.report_error, executor)
@@ -315,16 +321,20 @@ class StreamRunner:
                 if not streaming:
                     streaming = True
                     self._set_state(StreamState.STREAMING)
-                self._notify("batch_received", batch)
+                observed = self._observed
+                if observed:
+                    self._notify("batch_received", batch)
                 if read_ahead:
                     ahead = asyncio.ensure_future(call.read())
-                start = self._clock()
+                start = self._clock() if observed else 0.0
                 try:
                     verdict = await self._update(batch)
                 except Exception as exc:
-                    self._notify("update_done", self._clock() - start, None)
+                    if observed:
+                        self._notify("update_done", self._clock() - start, None)
                     return await self._decide(Event.UPDATE_RAISED, exc)
-                self._notify("update_done", self._clock() - start, verdict is True)
+                if observed:
+                    self._notify("update_done", self._clock() - start, verdict is True)
                 if verdict is not True:
                     return await self._decide(Event.UPDATE_DECLINED, None, verdict)
                 self._backoff.reset()
