@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from streamer.sinks import TableReader
+
 __all__ = ["LogConfig"]
 
 _PLUGIN = "streamer-log"
@@ -24,47 +26,14 @@ class LogConfig:
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> LogConfig:
-        if not isinstance(table, Mapping):
-            raise ValueError(f"{_PLUGIN}: the config must be a table, got {table!r}")
-        unknown = sorted(set(table) - set(_KEYS))
-        if unknown:
-            raise ValueError(
-                f"{_PLUGIN}: unknown config key(s) {', '.join(map(repr, unknown))}; "
-                f"known keys: {', '.join(_KEYS)}"
-            )
-        streams = _streams(table)
-        max_keys = table.get("max_keys", 10)
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 0:
-            raise ValueError(
-                f"{_PLUGIN}: config key 'max_keys' must be an integer >= 0, got {max_keys!r}"
-            )
-        level_name = table.get("level", "INFO")
-        level = logging.getLevelName(level_name.upper()) if isinstance(level_name, str) else None
-        if not isinstance(level, int):
-            raise ValueError(
-                f"{_PLUGIN}: config key 'level' must be a logging level name "
-                f"(DEBUG, INFO, WARNING, ERROR), got {level_name!r}"
-            )
-        return cls(streams=streams, max_keys=max_keys, level=level)
-
-
-def _streams(table: Mapping[str, Any]) -> tuple[str, ...]:
-    if "streams" not in table:
-        raise ValueError(f"{_PLUGIN}: config key 'streams' is required (a list of stream names)")
-    value = table["streams"]
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(
-            f"{_PLUGIN}: config key 'streams' must be a non-empty list of stream names, "
-            f"got {value!r}"
+        read = TableReader(_PLUGIN, table, _KEYS)
+        streams = read.streams()
+        max_keys = read.integer("max_keys", 10, minimum=0)
+        name = read.string(
+            "level",
+            "INFO",
+            must="a logging level name (DEBUG, INFO, WARNING, ERROR)",
+            check=lambda name: isinstance(logging.getLevelName(name.upper()), int),
         )
-    seen: set[str] = set()
-    for name in value:
-        if not isinstance(name, str) or not name or not name.isprintable():
-            raise ValueError(
-                f"{_PLUGIN}: config key 'streams' holds {name!r}; "
-                "each stream name must be a non-empty printable string"
-            )
-        if name in seen:
-            raise ValueError(f"{_PLUGIN}: config key 'streams' names {name!r} twice")
-        seen.add(name)
-    return tuple(value)
+        level: int = logging.getLevelName(name.upper())  # a number: checked above
+        return cls(streams=streams, max_keys=max_keys, level=level)

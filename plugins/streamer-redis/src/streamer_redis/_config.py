@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from streamer.sinks import TableReader
+
 __all__ = ["STREAM_NAME", "RedisConfig"]
 
 _PLUGIN = "streamer-redis"
@@ -33,49 +35,17 @@ class RedisConfig:
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> RedisConfig:
-        if not isinstance(table, Mapping):
-            raise ValueError(f"{_PLUGIN}: the config must be a table, got {table!r}")
-        unknown = sorted(set(table) - set(_KEYS))
-        if unknown:
-            raise ValueError(
-                f"{_PLUGIN}: unknown config key(s) {', '.join(map(repr, unknown))}; "
-                f"known keys: {', '.join(_KEYS)}"
-            )
-        streams = _streams(table)
-        url = table.get("url", _DEFAULT_URL)
-        if not isinstance(url, str) or not url.startswith(_SCHEMES):
-            raise ValueError(
-                f"{_PLUGIN}: config key 'url' must be a redis://, rediss:// or unix:// URL, "
-                f"got {url!r}"
-            )
-        prefix = table.get("key_prefix", _DEFAULT_PREFIX)
-        if not isinstance(prefix, str):
-            raise ValueError(f"{_PLUGIN}: config key 'key_prefix' must be a string, got {prefix!r}")
-        timeout = table.get("timeout", _DEFAULT_TIMEOUT)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError(
-                f"{_PLUGIN}: config key 'timeout' must be a number of seconds > 0, got {timeout!r}"
-            )
-        return cls(streams=streams, url=url, key_prefix=prefix, timeout=float(timeout))
-
-
-def _streams(table: Mapping[str, Any]) -> tuple[str, ...]:
-    if "streams" not in table:
-        raise ValueError(f"{_PLUGIN}: config key 'streams' is required (a list of stream names)")
-    value = table["streams"]
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(
-            f"{_PLUGIN}: config key 'streams' must be a non-empty list of stream names, "
-            f"got {value!r}"
+        read = TableReader(_PLUGIN, table, _KEYS)
+        return cls(
+            streams=read.streams(pattern=STREAM_NAME, why="becomes part of a Redis key"),
+            url=read.string(
+                "url",
+                _DEFAULT_URL,
+                must="a redis://, rediss:// or unix:// URL",
+                check=lambda url: url.startswith(_SCHEMES),
+            ),
+            key_prefix=read.string("key_prefix", _DEFAULT_PREFIX),
+            timeout=read.number(
+                "timeout", _DEFAULT_TIMEOUT, minimum=0, strict=True, unit="seconds"
+            ),
         )
-    seen: set[str] = set()
-    for name in value:
-        if not isinstance(name, str) or not STREAM_NAME.fullmatch(name):
-            raise ValueError(
-                f"{_PLUGIN}: config key 'streams' holds {name!r}; each stream name becomes part "
-                f"of a Redis key and must match {STREAM_NAME.pattern}"
-            )
-        if name in seen:
-            raise ValueError(f"{_PLUGIN}: config key 'streams' names {name!r} twice")
-        seen.add(name)
-    return tuple(value)

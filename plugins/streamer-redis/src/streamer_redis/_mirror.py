@@ -154,6 +154,15 @@ class RedisMirror:
         self._digester = digester
         return True
 
+    def apply(self, resync: bool, changes: Mapping[str, bytes]) -> bool:
+        """:meth:`sync_snapshot` if ``resync``, else :meth:`apply_changes` (the
+        :class:`streamer.sinks.MirrorStore` method)."""
+        return self.sync_snapshot(changes) if resync else self.apply_changes(changes)
+
+    def close(self) -> None:
+        """Close the client's connections (a later call would reconnect)."""
+        self.client.close()
+
     # --- internals ------------------------------------------------------------------------
 
     def _load(self, conn: redis.Redis | Pipeline) -> Digester:

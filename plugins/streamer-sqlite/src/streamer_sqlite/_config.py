@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamer.sinks import TableReader
+
 __all__ = ["STREAM_NAME", "SqliteConfig", "table_name"]
 
 _PLUGIN = "streamer-sqlite"
@@ -36,62 +38,20 @@ class SqliteConfig:
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> SqliteConfig:
-        if not isinstance(table, Mapping):
-            raise ValueError(f"{_PLUGIN}: the config must be a table, got {table!r}")
-        unknown = sorted(set(table) - set(_KEYS))
-        if unknown:
-            raise ValueError(
-                f"{_PLUGIN}: unknown config key(s) {', '.join(map(repr, unknown))}; "
-                f"known keys: {', '.join(_KEYS)}"
-            )
-        streams = _streams(table)
-        if "path" not in table:
-            raise ValueError(f"{_PLUGIN}: config key 'path' is required (the database file)")
-        path = table["path"]
-        if not isinstance(path, str) or not path or "\0" in path or path.startswith(":"):
-            raise ValueError(
-                f"{_PLUGIN}: config key 'path' must be a database file path, got {path!r}"
-            )
-        sync = table.get("synchronous", "normal")
-        if not isinstance(sync, str) or sync.upper() not in ("NORMAL", "FULL"):
-            raise ValueError(
-                f'{_PLUGIN}: config key \'synchronous\' must be "normal" or "full", got {sync!r}'
-            )
-        timeout = table.get("busy_timeout", 30.0)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
-            raise ValueError(
-                f"{_PLUGIN}: config key 'busy_timeout' must be a number of seconds >= 0, "
-                f"got {timeout!r}"
-            )
+        read = TableReader(_PLUGIN, table, _KEYS)
         return cls(
-            streams=streams,
-            path=Path(path).expanduser(),
-            synchronous=sync.upper(),
-            busy_timeout=float(timeout),
+            streams=read.streams(
+                pattern=STREAM_NAME,
+                why="becomes a table name",
+                fold=str.casefold,  # SQLite table names ignore ASCII case
+                clash="map to the same table (SQLite table names ignore case)",
+            ),
+            path=read.path(
+                "path",
+                what="the database file",
+                must="a database file path",
+                check=lambda path: not path.startswith(":"),
+            ),
+            synchronous=read.choice("synchronous", ("normal", "full"), "normal").upper(),
+            busy_timeout=read.number("busy_timeout", 30.0, minimum=0, unit="seconds"),
         )
-
-
-def _streams(table: Mapping[str, Any]) -> tuple[str, ...]:
-    if "streams" not in table:
-        raise ValueError(f"{_PLUGIN}: config key 'streams' is required (a list of stream names)")
-    value = table["streams"]
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(
-            f"{_PLUGIN}: config key 'streams' must be a non-empty list of stream names, "
-            f"got {value!r}"
-        )
-    seen: dict[str, str] = {}
-    for name in value:
-        if not isinstance(name, str) or not STREAM_NAME.fullmatch(name):
-            raise ValueError(
-                f"{_PLUGIN}: config key 'streams' holds {name!r}; each stream name becomes a "
-                f"table name and must match {STREAM_NAME.pattern}"
-            )
-        folded = name.casefold()  # SQLite table names ignore ASCII case
-        if folded in seen:
-            raise ValueError(
-                f"{_PLUGIN}: config key 'streams' names {seen[folded]!r} and {name!r}, which "
-                "map to the same table (SQLite table names ignore case)"
-            )
-        seen[folded] = name
-    return tuple(value)

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from google.protobuf.wrappers_pb2 import StringValue
-
+from streamer.sinks import MirrorListener
 from streamer_sqlite._config import SqliteConfig, table_name
-from streamer_sqlite._mirror import SqliteMirror
-
-if TYPE_CHECKING:
-    from streamer.proto.streamer_pb2 import DataUpdateBatch
+from streamer_sqlite._mirror import SqliteMirror, SyncStats
 
 __all__ = ["LOGGER_NAME", "SqliteListener", "create_listeners"]
 
 LOGGER_NAME = "streamer.plugin.sqlite"
-_log = logging.getLogger(LOGGER_NAME)
 
 
-class SqliteListener:
+class SqliteListener(MirrorListener[SqliteMirror]):
     """Mirrors one stream into the table ``stream_<name>`` (columns ``key TEXT``, ``value BLOB``).
 
     The database is opened on first use (in the host's worker thread), not by the factory, so
@@ -43,59 +36,31 @@ class SqliteListener:
         busy_timeout: float = 30.0,
     ) -> None:
         table_name(stream)  # a name that cannot be a table fails now, not at first use
-        self.name = stream
         self.path = Path(path)
-        self._synchronous = synchronous
-        self._busy_timeout = busy_timeout
-        self._mirror: SqliteMirror | None = None
-        self._closed = False
-        self._lock = threading.Lock()
+
+        def open_mirror() -> SqliteMirror:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return SqliteMirror(
+                self.path, stream, synchronous=synchronous, busy_timeout=busy_timeout
+            )
+
+        super().__init__(stream, plugin="sqlite", open_store=open_mirror)
 
     @property
     def mirror(self) -> SqliteMirror:
         """The open :class:`SqliteMirror` (opened now if needed)."""
-        if self._mirror is None:
-            if self._closed:
-                raise RuntimeError(f"the sqlite listener of stream {self.name!r} is closed")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._mirror = SqliteMirror(
-                self.path,
+        return self.store
+
+    def applied(self, resync: bool, changes: dict[str, bytes], result: object) -> None:
+        if isinstance(result, SyncStats):
+            self.log.debug(
+                "stream=%s resync=%s updates=%d upserted=%d deleted=%d",
                 self.name,
-                synchronous=self._synchronous,
-                busy_timeout=self._busy_timeout,
+                resync,
+                len(changes),
+                result.upserted,
+                result.deleted,
             )
-        return self._mirror
-
-    def get_extra_args(self) -> StringValue:
-        with self._lock:
-            return StringValue(value=self.mirror.digest())
-
-    def update(self, batch: DataUpdateBatch) -> bool:
-        items = {u.key: u.value for u in batch.updates}
-        with self._lock:
-            mirror = self.mirror
-            apply = mirror.sync_snapshot if batch.resync else mirror.apply_changes
-            stats = apply(items)
-        _log.debug(
-            "stream=%s resync=%s updates=%d upserted=%d deleted=%d",
-            self.name,
-            batch.resync,
-            len(items),
-            stats.upserted,
-            stats.deleted,
-        )
-        return True
-
-    def report_error(self, error: BaseException) -> BaseException | None:
-        _log.warning("stream=%s error reported by the streamer: %r", self.name, error)
-        return None
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._mirror is not None:
-                self._mirror.close()
-                self._mirror = None
 
 
 def create_listeners(config: Mapping[str, Any]) -> list[SqliteListener]:

@@ -156,6 +156,11 @@ class SqliteMirror:
         deletes = [k for k, v in items.items() if not v and k in cache]
         return self._apply(upserts, deletes)
 
+    def apply(self, resync: bool, changes: Mapping[str, bytes]) -> SyncStats:
+        """:meth:`sync_snapshot` if ``resync``, else :meth:`apply_changes` (the
+        :class:`streamer.sinks.MirrorStore` method)."""
+        return self.sync_snapshot(changes) if resync else self.apply_changes(changes)
+
     def rewrite_snapshot(self, items: Mapping[str, bytes]) -> SyncStats:
         """Baseline for benchmarks: what Magma did. Delete every row, insert every row,
         recompute the digest. Correct, one transaction, and wasteful."""
