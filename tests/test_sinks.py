@@ -1,0 +1,134 @@
+"""streamer.sinks: the table reader and the mirror listener shell plugin authors build on."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.protobuf.wrappers_pb2 import StringValue
+
+from streamer.digest import snapshot_digest
+from streamer.listener import listener_problems
+from streamer.proto import DataUpdate, DataUpdateBatch
+from streamer.sinks import MirrorListener, TableReader
+
+
+class DictStore:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.closed = False
+
+    def digest(self) -> str:
+        return snapshot_digest(self.data.items())
+
+    def apply(self, resync: bool, changes: dict[str, bytes]) -> int:
+        if resync:
+            self.data = dict(changes)
+        else:
+            for key, value in changes.items():
+                if value:
+                    self.data[key] = value
+                else:
+                    self.data.pop(key, None)
+        return len(changes)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def batch(resync: bool, **kv: bytes) -> DataUpdateBatch:
+    return DataUpdateBatch(
+        updates=[DataUpdate(key=k, value=v) for k, v in kv.items()], resync=resync
+    )
+
+
+def test_mirror_listener_opens_lazily_applies_and_sends_digest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stores: list[DictStore] = []
+
+    def open_store() -> DictStore:
+        stores.append(DictStore())
+        return stores[-1]
+
+    listener = MirrorListener("subs", plugin="kv", open_store=open_store)
+    assert listener_problems(listener) == []
+    assert stores == []  # building a listener touches nothing (streamer check calls factories)
+    extra = listener.get_extra_args()
+    assert isinstance(extra, StringValue) and extra.value == snapshot_digest(())
+    assert listener.update(batch(True, a=b"1", b=b"2")) is True
+    assert listener.update(batch(False, b=b"", c=b"3")) is True
+    assert stores[0].data == {"a": b"1", "c": b"3"}
+    extra = listener.get_extra_args()
+    assert extra is not None and extra.value == snapshot_digest({"a": b"1", "c": b"3"}.items())
+    assert len(stores) == 1
+    with caplog.at_level(logging.WARNING, "streamer.plugin.kv"):
+        assert listener.report_error(ConnectionError("down")) is None
+    assert "stream=subs" in caplog.text and "down" in caplog.text
+    listener.close()
+    assert stores[0].closed
+    with pytest.raises(RuntimeError, match="kv listener of stream 'subs' is closed"):
+        listener.update(batch(False, d=b"4"))
+
+
+def test_failed_open_raises_from_the_call_and_is_retried() -> None:
+    attempts = []
+
+    def flaky() -> DictStore:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("disk not mounted yet")
+        return DictStore()
+
+    listener = MirrorListener("s", plugin="kv", open_store=flaky)
+    with pytest.raises(OSError, match="not mounted"):
+        listener.update(batch(True, a=b"1"))
+    assert listener.update(batch(True, a=b"1")) is True  # the supervisor's retry succeeds
+    assert len(attempts) == 2
+
+
+def test_table_reader_typed_getters(tmp_path: Path) -> None:
+    table = {"streams": ["a", "b"], "path": str(tmp_path / "db"), "fsync": False, "n": 3}
+    read = TableReader("streamer-kv", table, ("streams", "path", "fsync", "n", "mode"))
+    assert read.streams() == ("a", "b")
+    assert read.path("path", what="the database file") == tmp_path / "db"
+    assert read.boolean("fsync", True) is False
+    assert read.integer("n", 1, minimum=0) == 3
+    assert read.choice("mode", ("fast", "safe"), "safe") == "safe"
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ([], "streamer-kv: the config must be a table"),
+        ({"streams": ["a"], "pth": "x"}, "unknown config key(s) 'pth'"),
+        ({}, "config key 'streams' is required"),
+        ({"streams": "a"}, "config key 'streams' must be a non-empty list"),
+        ({"streams": ["a", "a"]}, "names 'a' twice"),
+        ({"streams": ["a"], "n": True}, "config key 'n' must be an integer"),
+        ({"streams": ["a"], "n": -1}, "config key 'n' must be an integer"),
+        ({"streams": ["a"], "fsync": "yes"}, "config key 'fsync' must be true or false"),
+        ({"streams": ["a"], "mode": "turbo"}, "config key 'mode' must be"),
+    ],
+)
+def test_table_reader_errors_name_plugin_and_key(table: object, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        read = TableReader("streamer-kv", table, ("streams", "path", "fsync", "n", "mode"))
+        read.streams()
+        read.integer("n", 1, minimum=0)
+        read.boolean("fsync", True)
+        read.choice("mode", ("fast", "safe"), "safe")
+    assert message in str(info.value)
+    assert str(info.value).startswith("streamer-kv: ")
+
+
+def test_sinks_module_imports_neither_grpc_nor_protobuf() -> None:
+    code = (
+        "import sys, streamer.sinks; "
+        "bad = [m for m in sys.modules if m.startswith(('grpc', 'google.protobuf'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
