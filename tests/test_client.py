@@ -579,3 +579,14 @@ async def test_streams_spread_over_connections_when_one_is_full(
         client.remove_listener(li)
     await asyncio.gather(*tasks)
     await client.close()
+
+
+async def test_close_stops_every_stream(streamer_server: ScriptedServer) -> None:
+    client = make_client(streamer_server.address)
+    listeners = [Recorder("c1"), Recorder("c2")]
+    tasks = [asyncio.create_task(client.stream(li)) for li in listeners]
+    for _ in listeners:
+        await streamer_server.next_call()
+    await asyncio.wait_for(client.close(), 2)
+    assert all(t.done() and t.result() is None for t in tasks)
+    assert not client.listeners()

@@ -72,6 +72,8 @@ class Client:
         self._listeners: dict[str, Listener] = {}
         self._runners: dict[str, StreamRunner] = {}
         self._shard_load: dict[int, int] = {}
+        self._none_running = asyncio.Event()
+        self._none_running.set()
 
     # -- registration ----------------------------------------------------------------------
 
@@ -146,12 +148,15 @@ class Client:
             rng=self._rng,
         )
         self._runners[name] = runner
+        self._none_running.clear()
         self._shard_load[shard] = self._shard_load.get(shard, 0) + 1
         try:
             await runner.run()
         finally:
             self._shard_load[shard] -= 1
             del self._runners[name]
+            if not self._runners:
+                self._none_running.set()
             if self._listeners.get(name) is listener:
                 del self._listeners[name]
 
@@ -170,8 +175,7 @@ class Client:
         """Stop every stream, wait for them, close channels and worker threads."""
         for runner in list(self._runners.values()):
             runner.stop()
-        while self._runners:
-            await asyncio.sleep(0.005)
+        await self._none_running.wait()
         await self.registry.close()
         if self._own_executor:
             self._executor.shutdown(wait=False)
