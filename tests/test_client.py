@@ -590,3 +590,24 @@ async def test_close_stops_every_stream(streamer_server: ScriptedServer) -> None
     await asyncio.wait_for(client.close(), 2)
     assert all(t.done() and t.result() is None for t in tasks)
     assert not client.listeners()
+
+
+async def test_observer_subclassing_null_observer_still_sees_batches(
+    streamer_server: ScriptedServer,
+) -> None:
+    from streamer.events import NullObserver
+
+    seen: list[str] = []
+
+    class Partial(NullObserver):
+        def update_done(self, stream: str, duration: float, verdict: bool | None) -> None:
+            seen.append(stream)
+
+    client = make_client(streamer_server.address, observer=Partial())
+    listener = Recorder()
+    task = asyncio.create_task(client.stream(listener))
+    await (await streamer_server.next_call()).push(batch("a"))
+    await wait_until(lambda: seen == ["s1"])
+    client.remove_listener(listener)
+    await task
+    await client.close()
