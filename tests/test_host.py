@@ -53,6 +53,34 @@ def factory(config):
 
 BROKEN_MODULE = "import definitely_not_installed_module_xyz\n"
 
+STUCK_MODULE = """
+import pathlib, time
+
+
+class Stuck:
+    def __init__(self, name, out):
+        self.name = name
+        self.out = pathlib.Path(out)
+
+    def get_extra_args(self):
+        return None
+
+    def update(self, batch):
+        pathlib.Path(str(self.out) + ".stuck").write_text("in update")
+        time.sleep(3600)
+        return True
+
+    def report_error(self, error):
+        return None
+
+    def close(self):
+        pathlib.Path(str(self.out) + ".closed.stuck").write_text("closed")
+
+
+def factory(config):
+    return [Stuck(s, config["out"]) for s in config["streams"]]
+"""
+
 
 def sink_source(marker: Path, *, quits: bool = False) -> str:
     return SINK_MODULE.format(marker=str(marker), answer="error" if quits else "None")
@@ -77,6 +105,12 @@ def site(tmp_path: Path) -> Path:
             entry_points={dist.removeprefix("plug-"): f"{module}:factory"},
             modules={module: sink_source(markers / module, **extra)},
         )
+    make_dist(
+        site,
+        "plug-stuck",
+        entry_points={"stuck": "plug_stuck:factory"},
+        modules={"plug_stuck": STUCK_MODULE},
+    )
     make_dist(
         site,
         "plug-broken",
@@ -312,3 +346,23 @@ async def test_exits_nonzero_when_every_listener_stopped_itself(
     assert "every stream was stopped by its listener" in host.logtext()
     assert "nope (quitter)" in host.logtext()
     assert "NOT_FOUND" in host.logtext()
+
+
+async def test_sigterm_with_a_stuck_update_exits_within_the_shutdown_timeout(
+    site: Path, tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]
+) -> None:
+    server, _ = cloud
+    out = tmp_path / "out.jsonl"
+    cfg = write_config(tmp_path / "s.toml", server.address, {"stuck": ["a1"], "alpha": ["a2"]}, out)
+    host = await start_host(cfg, env_for(site), tmp_path, out)
+    await eventually(lambda: Path(f"{out}.stuck").exists() and host.seen("a2", "k0"), "streams")
+    started = time.monotonic()
+    host.proc.send_signal(signal.SIGTERM)
+    code = await asyncio.wait_for(host.proc.wait(), 20)
+    elapsed = time.monotonic() - started
+    assert code == 0, host.logtext()
+    assert elapsed < 15, elapsed  # bounded: shutdown_timeout is 3 s; the rest is slack for CI
+    log = host.logtext()
+    assert "plug-stuck[stuck]: stream a1 did not stop within 3.0 s" in log
+    assert Path(f"{out}.closed.a2").exists()  # the healthy plugin was closed normally
+    assert not Path(f"{out}.closed.stuck").exists()  # never close() under a running update

@@ -171,11 +171,21 @@ class Client:
         registry, service = self.registry, self.service
         return lambda: registry.get_channel(service, shard)
 
-    async def close(self) -> None:
-        """Stop every stream, wait for them, close channels and worker threads."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop every stream, wait for them, close channels and worker threads.
+
+        With ``timeout``, streams still running after that many seconds (an ``update`` that
+        never returns) are cancelled: their ``stream()`` raises CancelledError and their worker
+        thread is abandoned (it is a daemon thread), so shutdown stays bounded.
+        """
         for runner in list(self._runners.values()):
             runner.stop()
-        await self._none_running.wait()
+        try:
+            await asyncio.wait_for(self._none_running.wait(), timeout)
+        except asyncio.TimeoutError:
+            for runner in list(self._runners.values()):
+                runner.cancel()
+            await self._none_running.wait()
         await self.registry.close()
         if self._own_executor:
             self._executor.shutdown(wait=False)

@@ -134,7 +134,7 @@ class Host:
             self._remove_signals()
             await self._stop_all()
             PluggyObserver(self.pm).call("streamer_host_stopping")
-            await self.client.close()
+            await self.client.close(timeout=self.config.streaming.shutdown_timeout)
 
     def request_shutdown(self) -> None:
         self._shutdown = True
@@ -217,11 +217,14 @@ class Host:
                 stuck.add(stream)
                 log.warning(
                     "plugin %s: stream %s did not stop within %.1f s (update still running?); "
-                    "not calling its close()",
+                    "abandoning it without calling its close()",
                     running.loaded.plugin.display,
                     stream,
                     timeout,
                 )
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
         await self._close_listeners(running.loaded, timeout, skip=stuck)
         for listener in running.loaded.listeners:
             if self._owners.get(listener.name) == name:

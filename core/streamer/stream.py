@@ -166,6 +166,7 @@ class StreamRunner:
         self._call: grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch] | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
         self.state = StreamState.STOPPED
         self.running = False
 
@@ -212,8 +213,15 @@ class StreamRunner:
 
     # -- the loop --------------------------------------------------------------------------
 
+    def cancel(self) -> None:
+        """Cancel the task running this stream, even inside ``update`` (last resort: the
+        listener's worker thread is abandoned, not stopped)."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
         self._wake = asyncio.Event()
         self.running = True
         error: BaseException | None = None
