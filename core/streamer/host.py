@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamer._workers import WorkerPool
 from streamer.checks import Distributions, LoadFailed, build_backoff, check
 from streamer.client import Client
 from streamer.config import Config, ConfigError
@@ -98,6 +99,7 @@ class Host:
         self._shutdown = False
         self._reload_requested = False
         self.client: Client | None = None
+        self._closer = WorkerPool(idle_timeout=5.0, name="streamer-close")
         self.pm = make_plugin_manager()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -240,9 +242,19 @@ class Host:
             if not callable(close) or listener.name in skip:
                 continue
             try:
-                result = await asyncio.wait_for(asyncio.to_thread(close), timeout)
+                loop = asyncio.get_running_loop()
+                # A daemon worker, not asyncio.to_thread: a close() that hangs must not keep
+                # the process from exiting (the default executor's threads are joined at exit).
+                result = await asyncio.wait_for(self._closer.run_for_loop(loop, close), timeout)
                 if asyncio.iscoroutine(result):
                     await asyncio.wait_for(result, timeout)
+            except asyncio.TimeoutError:
+                log.error(
+                    "plugin %s: close() of stream %s did not return within %.1f s; abandoned",
+                    lp.plugin.display,
+                    listener.name,
+                    timeout,
+                )
             except Exception as exc:
                 log.error(
                     "plugin %s: close() of stream %s failed: %r",
