@@ -89,3 +89,11 @@ def test_report_error_returning_a_non_error_stops_with_type_error() -> None:
 def test_reported_event_without_error_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         error_to_report(Event.CALL_FAILED, None)
+
+
+def test_declined_message_never_quotes_a_returned_object() -> None:
+    secret = {"IMSI001": b"Ki=465B5CE8B199B49FAA5F0A2EE238A6BC"}
+    err = error_to_report(Event.UPDATE_DECLINED, None, stream="s", verdict=secret)
+    assert str(err) == "update() of stream 's' returned a dict"
+    err = error_to_report(Event.UPDATE_DECLINED, None, stream="s", verdict=0)
+    assert "returned 0" in str(err)

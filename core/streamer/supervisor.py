@@ -71,7 +71,13 @@ def error_to_report(
     """The error object ``report_error`` receives for ``event``, or None if it is not reported."""
     if event is Event.UPDATE_DECLINED:
         hint = " (did it forget to return True?)" if verdict is None else ""
-        return ListenerDeclined(f"update() of stream {stream!r} returned {verdict!r}{hint}")
+        # Only small scalars are quoted: anything else could carry batch values into logs.
+        shown = (
+            repr(verdict)
+            if verdict is None or isinstance(verdict, (bool, int))
+            else (f"a {type(verdict).__name__}")
+        )
+        return ListenerDeclined(f"update() of stream {stream!r} returned {shown}{hint}")
     if event in _REPORTED:
         if error is None:
             raise ValueError(f"event {event.value!r} needs the error that caused it")
