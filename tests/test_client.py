@@ -611,3 +611,27 @@ async def test_observer_subclassing_null_observer_still_sees_batches(
     client.remove_listener(listener)
     await task
     await client.close()
+
+
+async def test_stream_is_streaming_when_the_server_accepts_without_data() -> None:
+    """A push server whose data matches the sink's digest sends headers but no snapshot."""
+    from streamer.digest import snapshot_digest
+    from streamer.server import ReferenceServer
+    from streamer.sources import MemorySource
+
+    data = {"k": b"v"}
+    server = ReferenceServer(MemorySource({"s1": data}), "push")
+    await server.start()
+    digest = wrappers_pb2.StringValue(value=snapshot_digest(data.items()))
+    client = make_client(server.address)
+    listener = Recorder(extra=digest)
+    task = asyncio.create_task(client.stream(listener))
+    try:
+        await wait_until(lambda: client.runner("s1") is not None)
+        await wait_until(lambda: client.runner("s1").state.value == "streaming")  # type: ignore[union-attr]
+        assert listener.batches == []
+    finally:
+        client.remove_listener(listener)
+        await task
+        await client.close()
+        await server.stop(0)

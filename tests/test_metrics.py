@@ -21,6 +21,7 @@ from streamer import Backoff, StaticRegistry
 from streamer.checks import LoadFailed, check
 from streamer.client import Client, new_streamer_client
 from streamer.config import config_from_text
+from streamer.events import StreamState
 from streamer.hooks import PluggyObserver, make_plugin_manager
 from streamer.metrics import MetricsObserver, error_kind, start_observability
 from streamer.proto import DataUpdate, DataUpdateBatch
@@ -400,3 +401,15 @@ def test_check_reports_missing_prometheus_client(
         check(config)
     assert "prometheus-client is not installed" in str(info.value)
     assert "streamer[metrics]" in str(info.value)
+
+
+def test_stream_in_sync_without_a_batch_is_ready() -> None:
+    """A sink whose digest matches the server's gets no snapshot after a restart: the call
+    being accepted (state streaming) is what makes it ready."""
+    obs = MetricsObserver({"s1": "a"})
+    obs.streamer_stream_started("s1")
+    obs.streamer_host_started(["s1"])
+    obs.streamer_state_changed("s1", StreamState.CONNECTING)
+    assert obs.not_ready() == ["s1"]
+    obs.streamer_state_changed("s1", StreamState.STREAMING)
+    assert obs.not_ready() == []

@@ -112,6 +112,7 @@ class _Stream:
     started_at: float
     state: StreamState = StreamState.STOPPED
     last_batch_at: float | None = None
+    synced: bool = False  # a call was accepted (headers or data) since the stream started
     batches: int = 0
     updates: int = 0
     errors: int = 0
@@ -187,7 +188,7 @@ class MetricsObserver:
             if old is None or old.plugin != plugin:
                 self._streams[stream] = _Stream(plugin=plugin, started_at=now)
             else:
-                old.started_at, old.last_batch_at = now, None
+                old.started_at, old.last_batch_at, old.synced = now, None, False
                 old.backoff, old.update_raised = 0.0, False
                 old.ended = old.removed = False
 
@@ -196,6 +197,8 @@ class MetricsObserver:
         with self._lock:
             s = self._get(stream)
             s.state = state
+            if state is StreamState.STREAMING:
+                s.synced = True
 
     @hookimpl
     def streamer_batch_received(self, stream: str, batch: DataUpdateBatch) -> None:
@@ -206,6 +209,7 @@ class MetricsObserver:
             s.batches += 1
             s.updates += n
             s.last_batch_at = now
+            s.synced = True
             plugin = s.plugin
         self.batches.labels(stream, plugin).inc()
         if n:
@@ -290,7 +294,9 @@ class MetricsObserver:
             ]
 
     def not_ready(self) -> list[str]:
-        """Enabled streams that have not received a batch since they started (or stopped)."""
+        """Enabled streams not in sync since they started (or stopped): no call accepted by the
+        server yet. A server whose data matches the sink's digest sends no batch, so having
+        received one is not required."""
         with self._lock:
             if self._stopping:
                 return ["(host is stopping)"]
@@ -301,7 +307,7 @@ class MetricsObserver:
             out = []
             for name in expected:
                 s = self._streams.get(name)
-                if s is None or s.last_batch_at is None or s.ended:
+                if s is None or not s.synced or s.ended:
                     out.append(name)
             if not out and not expected:
                 out.append("(no streams running)")
@@ -364,7 +370,8 @@ class _StreamCollector(Collector):
             labels=LABELS,
         )
         ready = GaugeMetricFamily(
-            "streamer_ready", "1 when every enabled stream has received a batch since it started."
+            "streamer_ready",
+            "1 when every enabled stream has had a call accepted since it started.",
         )
         for name, s, now in self._observer.rows():
             for st in StreamState:

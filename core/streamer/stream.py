@@ -299,6 +299,17 @@ class StreamRunner:
         read_ahead = not self._update.is_async
         streaming = False
         ahead: asyncio.Future[object] | None = None
+        # The call is established once the server's headers arrive: with a digest that matches
+        # its data, a server may send no batch at all, and the stream is still in sync.
+        try:
+            await call.initial_metadata()
+        except asyncio.CancelledError:
+            if self._stopping and call.cancelled():
+                return Step(Action.STOP)
+            raise
+        if not call.done() or await call.code() is grpc.StatusCode.OK:
+            streaming = True
+            self._set_state(StreamState.STREAMING)
         try:
             while True:
                 try:
