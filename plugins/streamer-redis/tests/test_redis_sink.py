@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import random
 import signal
@@ -14,11 +15,14 @@ from typing import Any
 
 import pytest
 import redis
-from streamer_redis import RedisListener, create_listeners
+from streamer_redis import RedisDataLost, RedisListener, RedisMirror, create_listeners
 
+from streamer.backoff import Backoff
 from streamer.digest import EMPTY_DIGEST, snapshot_digest
 from streamer.listener import listener_problems
 from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
+from streamer.sources import MemorySource
+from streamer.testing import ReferenceServerFactory, run_listener
 
 HERE = Path(__file__).parent
 
@@ -153,15 +157,127 @@ def test_hostile_keys_and_binary_values_round_trip(lst: RedisListener, client: r
 
 
 @pytest.mark.redis
-def test_a_redis_that_lost_its_data_asks_for_a_snapshot(
+def test_a_redis_that_lost_its_data_refuses_increments_and_asks_for_a_snapshot(
     lst: RedisListener, client: redis.Redis
 ) -> None:
     lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
-    client.flushall()  # a restart without persistence
+    lst.update(_batch({"c": b"3"}))
+    client.flushall()  # a restart without persistence, between two incremental batches
+    with pytest.raises(RedisDataLost, match=r"stream 's' lost its data \(digest key missing\)"):
+        lst.update(_batch({"d": b"4"}))
+    assert _hash(client) == {}  # nothing half-applied, no digest of a partial state
+    assert not client.exists("streamer:s:digest")
+    # The supervisor opens a new call: the digest says "empty", so the server sends a snapshot.
     assert _digest(lst) == EMPTY_DIGEST
-    lst.update(_batch({"c": b"3"}))  # the stale in-memory digest is not trusted
+    full = {"a": b"1", "b": b"2", "c": b"3", "d": b"4"}
+    assert lst.update(_batch(full, resync=True)) is True
+    assert _hash(client) == full
+    assert _digest(lst) == snapshot_digest(full.items())
+    lst.update(_batch({"e": b"5"}))
+    assert _hash(client) == {**full, "e": b"5"}
+
+
+@pytest.mark.redis
+def test_increments_after_reporting_an_empty_digest_are_applied(
+    lst: RedisListener, client: redis.Redis
+) -> None:
+    # An empty server skips the snapshot for an empty sink: its increments build on "empty".
+    lst.update(_batch({"a": b"1"}, resync=True))
+    client.flushall()
+    assert _digest(lst) == EMPTY_DIGEST  # a new call: what Redis holds is reported
+    lst.update(_batch({"c": b"3"}))
     assert _hash(client) == {"c": b"3"}
     assert _digest(lst) == snapshot_digest([("c", b"3")])
+
+
+@pytest.mark.redis
+def test_an_evicted_hash_or_digest_key_is_noticed(lst: RedisListener, client: redis.Redis) -> None:
+    lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
+    client.delete("streamer:s")  # the hash evicted, its digest key left behind
+    with pytest.raises(RedisDataLost, match=r"lost its data \(hash missing\)"):
+        lst.update(_batch({"c": b"3"}))
+    assert _digest(lst) == EMPTY_DIGEST
+    lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
+    client.delete("streamer:s:digest")  # the digest key evicted
+    with pytest.raises(RedisDataLost, match=r"digest key missing"):
+        lst.update(_batch({"c": b"3"}))
+    assert _digest(lst) == snapshot_digest([("a", b"1"), ("b", b"2")])  # the hash is adopted
+    lst.update(_batch({"c": b"3"}))
+    assert _hash(client) == {"a": b"1", "b": b"2", "c": b"3"}
+
+
+@pytest.mark.redis
+def test_a_hash_changed_behind_the_sinks_back_is_refused(
+    lst: RedisListener, client: redis.Redis
+) -> None:
+    lst.update(_batch({"a": b"1"}, resync=True))
+    other = RedisMirror(client, "s")  # another writer, keeping the digest key consistent
+    other.apply_changes({"a": b"other"})
+    with pytest.raises(RedisDataLost, match="did not write"):
+        lst.update(_batch({"b": b"2"}))
+    assert _hash(client) == {"a": b"other"}
+    assert _digest(lst) == snapshot_digest([("a", b"other")])
+
+
+@pytest.mark.redis
+async def test_flushall_mid_stream_is_repaired_by_a_snapshot(
+    lst: RedisListener,
+    client: redis.Redis,
+    reference_server: ReferenceServerFactory,
+) -> None:
+    data = {f"k{i}": f"v{i}".encode() for i in range(50)}
+    source = MemorySource({"s": data})
+    server = await reference_server(source, mode="push")
+    stream = asyncio.create_task(
+        run_listener(
+            lst,
+            server.address,
+            until=lambda: False,
+            timeout=30,
+            backoff=Backoff(initial=0.05, maximum=0.2, jitter=0),
+        )
+    )
+
+    async def hash_becomes(expected: dict[str, bytes]) -> None:
+        deadline = time.monotonic() + 10
+        while _hash(client) != expected:
+            assert time.monotonic() < deadline, (_hash(client), expected)
+            await asyncio.sleep(0.02)
+
+    try:
+        await hash_becomes(data)
+        client.flushall()
+        source.set("s", "new", b"x")  # an incremental batch onto a Redis that lost everything
+        await hash_becomes({**data, "new": b"x"})
+        assert client.get("streamer:s:digest") == snapshot_digest(_hash(client).items()).encode()
+    finally:
+        stream.cancel()
+        await asyncio.gather(stream, return_exceptions=True)
+
+
+@pytest.mark.redis
+def test_an_identical_snapshot_unlinks_a_leftover_scratch_hash(
+    lst: RedisListener, client: redis.Redis
+) -> None:
+    lst.update(_batch({"a": b"1"}, resync=True))
+    client.hset("streamer:s:resync", mapping={"half": b"written"})  # SIGKILL mid-resync
+    assert lst.mirror.sync_snapshot({"a": b"1"}) is False
+    assert not client.exists("streamer:s:resync")
+    assert _hash(client) == {"a": b"1"}
+
+
+@pytest.mark.redis
+def test_resync_unlinks_the_old_hash_instead_of_renaming_over_it(
+    lst: RedisListener, client: redis.Redis
+) -> None:
+    lst.update(_batch({"a": b"1"}, resync=True))
+    with client.monitor() as monitor:
+        lst.update(_batch({"b": b"2"}, resync=True))
+        commands = []
+        while not commands or commands[-1] != "EXEC":
+            commands.append(monitor.next_command()["command"].split()[0].upper())
+    assert commands[-5:] == ["MULTI", "UNLINK", "RENAME", "SET", "EXEC"]
+    assert _hash(client) == {"b": b"2"}
 
 
 @pytest.mark.redis

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from streamer_redis._config import RedisConfig
 from streamer_redis._listener import LOGGER_NAME, RedisListener, create_listeners
-from streamer_redis._mirror import RedisMirror, connect
+from streamer_redis._mirror import RedisDataLost, RedisMirror, connect
 
 __all__ = [
     "LOGGER_NAME",
     "RedisConfig",
+    "RedisDataLost",
     "RedisListener",
     "RedisMirror",
     "connect",

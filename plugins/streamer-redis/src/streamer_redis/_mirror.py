@@ -10,13 +10,22 @@ Keys for stream ``s`` with prefix ``p``:
 - ``p s:resync``: scratch space where a snapshot is assembled before it goes live.
 
 Resync: the snapshot is written into the scratch hash (pipelined, in chunks), then one
-MULTI/EXEC renames it over the live hash and sets the digest. Readers and crashes see the old
-hash or the new one, never a mix; a scratch hash left by a killed process is not live and is
-deleted by the next resync. An identical snapshot (same digest) writes nothing.
+MULTI/EXEC does UNLINK live + RENAME scratch live + SET digest. Readers and crashes see the old
+hash or the new one, never a mix. UNLINK frees the old hash in a background thread, where a
+RENAME over it would free it inside the command and block Redis for O(N). A scratch hash left
+by a killed process is not live; it is unlinked by the next resync, including one that finds
+the snapshot identical (same digest) and writes nothing else.
 
 Incremental: WATCH the live hash and the digest, read the old values of the touched keys, then
 one MULTI/EXEC does HSET + HDEL + SET digest. If anything else wrote in between, EXEC is refused
 and ``update`` raises; the supervisor retries.
+
+An incremental batch is a diff against what this sink told the server it holds (the digest it
+last reported or wrote). If Redis no longer holds that (FLUSHALL, a restart without persistence,
+eviction, another writer), applying the diff would leave a partial hash under a digest that
+looks consistent, and the server would never resend the rest. So the batch is refused with
+:class:`RedisDataLost`; the supervisor reports it, opens a new call and first asks for the
+digest, which now describes what Redis really holds, so the server sends a snapshot.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from redis.client import Pipeline
 
 from streamer.digest import EMPTY_DIGEST, Digester
 
-__all__ = ["RedisMirror"]
+__all__ = ["RedisDataLost", "RedisMirror", "connect"]
 
 _log = logging.getLogger("streamer.plugin.redis")
 _CHUNK = 1000
@@ -51,12 +60,27 @@ def _bytes(raw: bytes | str) -> bytes:
     return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
 
 
+class RedisDataLost(RuntimeError):
+    """Redis no longer holds what this sink last reported or wrote: an incremental batch cannot
+    be applied, a full snapshot is needed."""
+
+
+def _held(stored: bytes | str | None, exists: int) -> str | None:
+    """The digest of what Redis holds, from the ``:digest`` key and whether the hash exists;
+    None if it is unknown without reading the hash (a hash with no digest key)."""
+    if not exists:
+        return EMPTY_DIGEST  # no hash: nothing held, whatever a leftover digest key says
+    return None if stored is None else _text(stored)
+
+
 class RedisMirror:
     """The hash of one stream. Not thread-safe: the listener serialises calls.
 
-    The in-memory :class:`Digester` is only a cache used to compute the next digest; Redis's
-    ``:digest`` key is the truth. When they disagree (Redis restarted, a write's outcome was
-    lost with the connection) the digester is rebuilt from the hash before the next write.
+    Redis's ``:digest`` key is the truth about the hash. ``_claimed`` is the digest this mirror
+    last reported (:meth:`digest`) or wrote: the state the server's incremental batches build
+    on. ``None`` means unknown (nothing reported yet, or a write whose outcome was lost); then
+    Redis is trusted as it is. The in-memory :class:`Digester` is only a cache used to compute
+    the next digest, rebuilt from the hash whenever it does not match the ``:digest`` key.
     """
 
     def __init__(self, client: redis.Redis, stream: str, key_prefix: str = "streamer:") -> None:
@@ -66,17 +90,24 @@ class RedisMirror:
         self.digest_key = f"{self.key}:digest"
         self.scratch_key = f"{self.key}:resync"
         self._digester: Digester | None = None
+        self._claimed: str | None = None
 
     # --- reading --------------------------------------------------------------------------
 
     def digest(self) -> str:
-        """The digest of what the live hash holds, from Redis (computed if it is missing)."""
-        stored = self.client.get(self.digest_key)
-        if stored is not None:
-            return _text(stored)
-        if not self.client.exists(self.key):
-            return EMPTY_DIGEST
-        return self._reload().hexdigest()  # a hash written by something else: adopt it
+        """The digest of what the live hash holds, from Redis (computed if it is missing).
+
+        What it returns is what the server's next incremental batches will build on.
+        """
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(self.digest_key)
+            pipe.exists(self.key)
+            stored, exists = pipe.execute()
+        held = _held(stored, exists)
+        if held is None:
+            held = self._reload().hexdigest()  # a hash without a digest key: adopt it
+        self._claimed = held
+        return held
 
     def read(self) -> dict[str, bytes]:
         """The live hash as ``{key: value}``."""
@@ -92,41 +123,58 @@ class RedisMirror:
             new.add(key, value)
         if self.digest() == new.hexdigest():
             self._digester = new
+            self.client.unlink(self.scratch_key)  # left by a process killed mid-resync
             return False
         pipe: Pipeline = self.client.pipeline(transaction=False)
-        pipe.delete(self.scratch_key)
+        pipe.unlink(self.scratch_key)
         for chunk in _chunks(items):
             pipe.hset(self.scratch_key, mapping=chunk)  # type: ignore[arg-type]
         pipe.execute()
         self._digester = None  # unknown until EXEC answers
+        self._claimed = None
         with self.client.pipeline(transaction=True) as tx:
             if items:
                 tx.watch(self.scratch_key)  # type: ignore[no-untyped-call]  # EXEC fails if the scratch hash changed under us
                 tx.multi()
+                # UNLINK frees the old hash in the background; RENAME over it would free it
+                # inside the command, blocking Redis for as long as the hash is big.
+                tx.unlink(self.key)
                 tx.rename(self.scratch_key, self.key)
             else:
                 tx.multi()
-                tx.delete(self.key)
+                tx.unlink(self.key)
             tx.set(self.digest_key, new.hexdigest())
             tx.execute()
         self._digester = new
+        self._claimed = new.hexdigest()
         return True
 
     def apply_changes(self, items: Mapping[str, bytes]) -> bool:
         """Set each key to its value, an empty value deleting it, in one MULTI/EXEC.
 
-        Returns whether anything was written.
+        Returns whether anything was written. Raises :class:`RedisDataLost`, writing nothing,
+        if Redis no longer holds what this mirror last reported or wrote.
         """
         if not items:
             return False
         keys = list(items)
         with self.client.pipeline(transaction=True) as tx:
             tx.watch(self.key, self.digest_key)  # type: ignore[no-untyped-call]
-            digester = self._digester
             stored = tx.get(self.digest_key)
-            if digester is None or _text(stored or EMPTY_DIGEST.encode()) != digester.hexdigest():
-                digester = self._load(tx)
+            exists = tx.exists(self.key)
+            held = _held(stored, exists)
+            claimed = self._claimed
+            if claimed is not None and held != claimed:
+                self._claimed = None  # the next call's digest() says what Redis really holds
+                self._digester = None
+                raise self._lost(stored, exists)
+            digester = self._digester
+            if not exists:
+                digester = Digester()
+            elif held is None or digester is None or digester.hexdigest() != held:
+                digester = self._load(tx)  # a stale cache, or nothing claimed yet: re-read
             self._digester = None  # being changed; known again only once EXEC answers
+            self._claimed = None
             olds = [None if v is None else _bytes(v) for v in tx.hmget(self.key, keys)]
             sets: dict[str, bytes] = {}
             dels: list[str] = []
@@ -143,6 +191,7 @@ class RedisMirror:
                     digester.add(key, value)
             if not sets and not dels:
                 self._digester = digester
+                self._claimed = held if held is not None else digester.hexdigest()
                 return False
             tx.multi()
             if sets:
@@ -152,6 +201,7 @@ class RedisMirror:
             tx.set(self.digest_key, digester.hexdigest())
             tx.execute()
         self._digester = digester
+        self._claimed = digester.hexdigest()
         return True
 
     def apply(self, resync: bool, changes: Mapping[str, bytes]) -> bool:
@@ -164,6 +214,17 @@ class RedisMirror:
         self.client.close()
 
     # --- internals ------------------------------------------------------------------------
+
+    def _lost(self, stored: bytes | str | None, exists: int) -> RedisDataLost:
+        if stored is None:
+            why = "lost its data (digest key missing)"
+        elif not exists:
+            why = "lost its data (hash missing)"
+        else:
+            why = "holds data it did not write (digest changed behind its back)"
+        return RedisDataLost(
+            f"redis sink for stream {self.stream!r} {why}; requesting a full snapshot"
+        )
 
     def _load(self, conn: redis.Redis | Pipeline) -> Digester:
         """Rebuild the digester from the live hash (on ``conn``: inside a WATCH, that one)."""
