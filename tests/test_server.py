@@ -6,7 +6,10 @@ import asyncio
 import datetime
 import ipaddress
 import logging
+import os
+import socket
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -554,3 +557,210 @@ async def test_run_server_fixed_port_is_exclusive(tmp_path: Path) -> None:
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+# -- defects fixed: replaced SQLite file, empty values, unreadable files, start() failures ---
+
+
+def _write_db(path: Path, rows: dict[str, bytes]) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute('CREATE TABLE "subs" (key TEXT PRIMARY KEY, value BLOB)')
+    db.executemany("INSERT INTO subs VALUES (?, ?)", list(rows.items()))
+    db.close()
+
+
+async def test_sqlite_source_follows_a_replaced_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "data.db"
+    _write_db(path, {"k": b"old"})
+    source = SQLiteSource(path, poll_interval=60)
+    await source.start()
+    try:
+        assert (await source.snapshot("subs")).items == (("k", b"old"),)
+        _write_db(tmp_path / "new.db", {"k": b"new", "k2": b"two"})
+        os.replace(tmp_path / "new.db", path)  # atomic replace: a new inode
+        assert dict((await source.snapshot("subs")).items) == {"k": b"new", "k2": b"two"}
+
+        path.unlink()  # vanished: the last data is kept
+        assert dict((await source.snapshot("subs")).items) == {"k": b"new", "k2": b"two"}
+        _write_db(path, {"k": b"back"})  # ... and came back
+        assert (await source.snapshot("subs")).items == (("k", b"back"),)
+    finally:
+        await source.stop()
+
+
+async def test_empty_value_is_a_deletion_everywhere() -> None:
+    source = MemorySource({"s": {"a": b"1", "b": b"2"}})
+    before = source.snapshot_now("s").version
+    source.set("s", "a", b"")
+    assert source.get("s") == {"b": b"2"}
+    snap = source.snapshot_now("s")
+    assert snap.items == (("b", b"2"),) and snap.digest == snapshot_digest([("b", b"2")])
+    assert (await source.changes_since("s", before)).items == (("a", b""),)
+    version = snap.version
+    source.set("s", "missing", b"")  # deleting a missing key: no change
+    assert source.snapshot_now("s").version == version
+    source.replace("s", {"b": b"2", "c": b""})
+    assert source.get("s") == {"b": b"2"}
+    source.apply("s", {"b": b""}, replace=True)
+    assert source.get("s") == {} and source.snapshot_now("s").digest == EMPTY_DIGEST
+
+
+async def test_directory_source_holds_back_a_freshly_truncated_file(tmp_path: Path) -> None:
+    path = write_key(tmp_path, "subs", "k", b"value")
+    source = DirectorySource(tmp_path, poll_interval=60)
+    await source.start()
+    try:
+        version = (await source.snapshot("subs")).version
+        path.write_bytes(b"")  # an in-place rewrite, caught between truncate and write
+        snap = await source.snapshot("subs")
+        assert snap.items == (("k", b"value"),) and snap.version == version
+        path.write_bytes(b"VALUE")
+        assert (await source.snapshot("subs")).items == (("k", b"VALUE"),)
+
+        path.write_bytes(b"")  # still empty once it has settled: a deletion
+        old = time.time() - 60
+        os.utime(path, (old, old))
+        snap = await source.snapshot("subs")
+        assert snap.items == () and snap.digest == EMPTY_DIGEST
+    finally:
+        await source.stop()
+
+
+async def test_directory_source_skips_hidden_and_backup_files(tmp_path: Path) -> None:
+    write_key(tmp_path, "subs", "k", b"v")
+    (tmp_path / "subs" / ".k.swp").write_bytes(b"swap")
+    (tmp_path / "subs" / "k~").write_bytes(b"backup")
+    for key in (".hidden", "a~", ".", ".."):
+        name = key_filename(key)
+        assert not name.startswith(".") and not name.endswith("~"), name
+        write_key(tmp_path, "subs", key, key.encode())
+    source = DirectorySource(tmp_path, poll_interval=60)
+    assert dict((await source.snapshot("subs")).items) == {
+        "k": b"v",
+        ".hidden": b".hidden",
+        "a~": b"a~",
+        ".": b".",
+        "..": b"..",
+    }
+
+
+async def test_unreadable_file_keeps_every_stream_serving(
+    tmp_path: Path, server_factory: Any, channels: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_key(tmp_path, "subs", "k1", b"one")
+    k2 = write_key(tmp_path, "subs", "k2", b"two")
+    write_key(tmp_path, "other", "x", b"x")
+    source = DirectorySource(tmp_path, poll_interval=0.02)
+    server = await server_factory(source, "poll")
+    ch = channels(server.address)
+
+    caplog.set_level(logging.DEBUG, logger="streamer.server")
+    # A symlink loop raises ELOOP even for root; chmod 000 does the same for other users.
+    k2.unlink()
+    os.symlink(k2.name, k2)
+    os.symlink("loop", tmp_path / "subs" / "loop")
+    os.symlink("rootloop", tmp_path / "rootloop")
+    if os.geteuid() != 0:
+        (tmp_path / "other" / "y").write_bytes(b"y")
+        (tmp_path / "other" / "y").chmod(0)
+    write_key(tmp_path, "subs", "k1", b"ONE")
+    await asyncio.sleep(0.3)  # many polls
+
+    subs = await read_all(open_call(ch, request("subs")))
+    assert as_dict(subs[0]) == {"k1": b"ONE", "k2": b"two"}  # k2 keeps its last value
+    other = await read_all(open_call(ch, request("other")))
+    assert as_dict(other[0]) == {"x": b"x"}
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in warned if r.levelno >= logging.ERROR or r.exc_info], warned
+    for path in (k2, tmp_path / "subs" / "loop", tmp_path / "rootloop"):
+        hits = [r for r in warned if repr(str(path)) in r.getMessage()]
+        assert len(hits) == 1, (path, [r.getMessage() for r in warned])
+
+    k2.unlink()  # fixed: read again, and the warning may come back later
+    write_key(tmp_path, "subs", "k2", b"TWO")
+    subs = await read_all(open_call(ch, request("subs")))
+    assert as_dict(subs[0]) == {"k1": b"ONE", "k2": b"TWO"}
+
+
+async def test_stream_and_scan_failures_log_once_and_keep_the_last_data(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "data"
+    write_key(root, "subs", "k", b"v")
+    write_key(root, "other", "x", b"x")
+    source = DirectorySource(root, poll_interval=0.02)
+    await source.start()
+    try:
+        caplog.set_level(logging.DEBUG, logger="streamer.server")
+        scan_stream = source._scan_stream
+
+        def flaky(stream: str, *args: Any) -> None:
+            if stream == "subs":
+                raise OSError(5, "Input/output error", str(root / stream))
+            scan_stream(stream, *args)
+
+        source._scan_stream = flaky  # type: ignore[method-assign]
+        write_key(root, "other", "x", b"X")
+        await asyncio.sleep(0.2)  # many polls
+        assert (await source.snapshot("subs")).items == (("k", b"v"),)
+        assert (await source.snapshot("other")).items == (("x", b"X"),)
+        source._scan_stream = scan_stream  # type: ignore[method-assign]
+
+        for path in (root / "subs" / "k", root / "other" / "x"):
+            path.unlink()
+        for path in (root / "subs", root / "other", root):
+            path.rmdir()
+        await asyncio.sleep(0.2)  # the whole root is gone: every poll fails
+        assert (await source.snapshot("subs")).items == (("k", b"v"),)
+        warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert not [r for r in warned if r.exc_info or r.levelno > logging.WARNING], warned
+        messages = [r.getMessage() for r in warned]
+        assert len([m for m in messages if "Input/output error" in m]) == 1, messages
+        assert len([m for m in messages if "cannot read stream directory" in m]) == 1, messages
+    finally:
+        await source.stop()
+
+
+class _CountingSource(MemorySource):
+    running = 0
+
+    async def start(self) -> None:
+        self.running += 1
+
+    async def stop(self) -> None:
+        self.running -= 1
+
+
+async def test_start_failure_stops_the_source() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        source = _CountingSource({"s": {}})
+        server = ReferenceServer(
+            source, address=f"127.0.0.1:{port}", options=[("grpc.so_reuseport", 0)]
+        )
+        with pytest.raises(OSError, match="cannot listen"):
+            await server.start()
+        assert source.running == 0
+    bad = ReferenceServer(source, options=[(1, 2)])  # type: ignore[list-item]
+    with pytest.raises(TypeError):  # raised by grpc.aio.server(), after the source started
+        await bad.start()
+    assert source.running == 0
+    await bad.stop()
+    assert source.running == 0
+
+
+async def test_snapshot_cache_forgets_removed_streams(server_factory: Any, channels: Any) -> None:
+    source = MemorySource({"gone": {"k": b"v"}, "kept": {"k": b"v"}})
+    server = await server_factory(source, "poll")
+    ch = channels(server.address)
+    await read_all(open_call(ch, request("gone")))
+    await read_all(open_call(ch, request("kept")))
+    assert set(server._batches) == {"gone", "kept"}
+    source.remove_stream("gone")
+    call = open_call(ch, request("gone"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await read_all(call)
+    assert await call.code() == grpc.StatusCode.NOT_FOUND
+    assert set(server._batches) == {"kept"}

@@ -20,7 +20,7 @@ import pytest
 
 from streamer.server import ReferenceServer
 from streamer.sources import MemorySource
-from streamer.status import format_status, query_address
+from streamer.status import ObservabilityServer, format_status, query_address
 
 pytestmark = pytest.mark.slow
 
@@ -321,3 +321,33 @@ def test_format_status_table() -> None:
         "UNAVAILABLE: failed to connect",
         "not ready: policydb",
     ]
+
+
+class _StaticStatus:
+    def render_metrics(self, accept: str) -> tuple[bytes, str]:
+        return b"", "text/plain"
+
+    def status(self) -> dict[str, object]:
+        return {"ready": True, "not_ready": [], "streams": []}
+
+
+def test_idle_and_slow_connections_are_closed() -> None:
+    default = ObservabilityServer(_StaticStatus(), "127.0.0.1", 0)
+    assert default.request_timeout == 10.0
+    default.stop()
+    server = ObservabilityServer(_StaticStatus(), "127.0.0.1", 0, request_timeout=0.3)
+    server.start()
+    try:
+        host, port = server.address.rsplit(":", 1)
+        with (
+            socket.create_connection((host, int(port)), timeout=5) as idle,
+            socket.create_connection((host, int(port)), timeout=5) as slow,
+        ):
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never end
+            started = time.monotonic()
+            assert idle.recv(1) == b""  # closed by the server, not our 5 s timeout
+            assert slow.recv(1) == b""
+            assert time.monotonic() - started < 4
+        assert _get(f"http://{server.address}/healthz") == (200, "ok\n")
+    finally:
+        server.stop()

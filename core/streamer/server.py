@@ -181,33 +181,44 @@ class ReferenceServer:
         return self.modes.get(stream, self.mode)
 
     async def start(self) -> int:
-        """Start the source and the server; returns the bound port."""
+        """Start the source and the server; returns the bound port.
+
+        If the server cannot start (say the port is taken), the source is stopped again and the
+        error is raised (``OSError`` for an address that cannot be bound).
+        """
         if self._server is not None:
             raise RuntimeError("ReferenceServer already started")
         credentials = self.tls.credentials() if self.tls is not None else None
         await self.source.start()
         self._source_started = True
-        server = grpc.aio.server(options=self._options)
-        handler = grpc.unary_stream_rpc_method_handler(
-            self._get_updates,
-            request_deserializer=StreamRequest.FromString,
-            response_serializer=DataUpdateBatch.SerializeToString,
-        )
-        server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler(SERVICE, {"GetUpdates": handler})]
-        )
+        server: grpc.aio.Server | None = None
         try:
-            if credentials is None:
-                port = server.add_insecure_port(self._bind)
-            else:
-                port = server.add_secure_port(self._bind, credentials)
-        except RuntimeError as exc:
-            await self._stop_source()
-            raise OSError(f"ReferenceServer cannot listen on {self._bind!r}: {exc}") from exc
-        if port == 0:
-            await self._stop_source()
-            raise OSError(f"ReferenceServer cannot listen on {self._bind!r}")
-        await server.start()
+            server = grpc.aio.server(options=self._options)
+            handler = grpc.unary_stream_rpc_method_handler(
+                self._get_updates,
+                request_deserializer=StreamRequest.FromString,
+                response_serializer=DataUpdateBatch.SerializeToString,
+            )
+            server.add_generic_rpc_handlers(
+                [grpc.method_handlers_generic_handler(SERVICE, {"GetUpdates": handler})]
+            )
+            try:
+                if credentials is None:
+                    port = server.add_insecure_port(self._bind)
+                else:
+                    port = server.add_secure_port(self._bind, credentials)
+            except RuntimeError as exc:
+                raise OSError(f"ReferenceServer cannot listen on {self._bind!r}: {exc}") from exc
+            if port == 0:
+                raise OSError(f"ReferenceServer cannot listen on {self._bind!r}")
+            await server.start()
+        except BaseException:
+            try:
+                if server is not None:
+                    await asyncio.shield(server.stop(None))
+            finally:
+                await asyncio.shield(self._stop_source())
+            raise
         self._server, self.port = server, port
         logger.info("reference Streamer server listening on %s (%s)", self.address, self.mode)
         return port
@@ -244,6 +255,10 @@ class ReferenceServer:
         cached = self._batches.get(stream)
         if cached is not None and cached[0] == snap.version:
             return cached[1]
+        if self._batches:  # a miss: drop the batches of streams that are gone
+            known = set(self.source.streams())
+            for name in [name for name in self._batches if name not in known]:
+                del self._batches[name]
         batch = DataUpdateBatch(
             updates=[DataUpdate(key=k, value=v) for k, v in snap.items], resync=True
         )
@@ -263,6 +278,7 @@ class ReferenceServer:
         try:
             snap = await self.source.snapshot(stream)
         except UnknownStreamError as exc:
+            self._batches.pop(stream, None)
             logger.info(
                 "GetUpdates stream=%r gatewayId=%r peer=%s: unknown stream",
                 stream,
@@ -291,6 +307,7 @@ class ReferenceServer:
             try:
                 changes = await self.source.changes_since(stream, version)
             except UnknownStreamError:
+                self._batches.pop(stream, None)
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"stream {stream!r} was removed")
             batch = DataUpdateBatch(
                 updates=[DataUpdate(key=k, value=v) for k, v in changes.items],

@@ -11,6 +11,10 @@ call keeping its own copy of the data. Waiting for a change costs one future per
   push mode notices changes). Each poll first compares a cheap fingerprint.
 
 All mutations are thread-safe; waiters on any event loop are woken with ``call_soon_threadsafe``.
+
+An empty value means "no such key" everywhere: on the wire a ``resync=False`` update with an
+empty value is a deletion, so storing ``b""`` deletes the key (snapshot, digest and pushed
+changes always agree).
 """
 
 from __future__ import annotations
@@ -186,10 +190,11 @@ class StreamStore:
     def apply(
         self, stream: str, changes: Mapping[str, bytes | None], *, replace: bool = False
     ) -> int:
-        """Set (value) or delete (None) keys of ``stream``, creating it if needed.
+        """Set (value) or delete (``None`` or ``b""``) keys of ``stream``, creating it if needed.
 
-        With ``replace=True`` keys absent from ``changes`` are deleted too. Values equal to the
-        current ones are not changes. Returns the stream's version afterwards.
+        An empty value is a deletion, as it is on the wire. With ``replace=True`` keys absent
+        from ``changes`` are deleted too. Values equal to the current ones are not changes.
+        Returns the stream's version afterwards.
         """
         with self._lock:
             st = self._streams.get(stream)
@@ -201,11 +206,11 @@ class StreamStore:
             for key, value in changes.items():
                 if not isinstance(key, str):
                     raise TypeError(f"stream {stream!r}: key must be str, got {key!r}")
-                if value is None:
+                if value is not None and not isinstance(value, bytes):
+                    raise TypeError(f"stream {stream!r} key {key!r}: value must be bytes")
+                if not value:  # None or b"": a deletion
                     if key in st.data:
                         changed.append((key, None))
-                elif not isinstance(value, bytes):
-                    raise TypeError(f"stream {stream!r} key {key!r}: value must be bytes")
                 elif st.data.get(key) != value:
                     changed.append((key, value))
             if replace:
@@ -283,6 +288,7 @@ class MemorySource(StreamStore):
             self.replace(name, mapping)
 
     def set(self, stream: str, key: str, value: bytes) -> None:
+        """Set a key; ``b""`` deletes it (an empty value is a deletion on the wire)."""
         self.apply(stream, {key: value})
 
     def delete(self, stream: str, key: str) -> None:
@@ -290,7 +296,8 @@ class MemorySource(StreamStore):
         self.apply(stream, {key: None})
 
     def replace(self, stream: str, mapping: Mapping[str, bytes]) -> None:
-        """Make ``stream`` hold exactly ``mapping`` (creating the stream if needed)."""
+        """Make ``stream`` hold exactly ``mapping`` (creating the stream if needed); keys with
+        an empty value are left out."""
         self.apply(stream, dict(mapping), replace=True)
 
 
@@ -313,6 +320,7 @@ class PollingSource(StreamStore):
         self._alock_loop: asyncio.AbstractEventLoop | None = None
         self._users = 0
         self._poller: asyncio.Task[None] | None = None
+        self._failure: str | None = None  # the last refresh failure logged, until one succeeds
 
     def _scan(self) -> None:
         raise NotImplementedError
@@ -361,7 +369,9 @@ class PollingSource(StreamStore):
         try:
             await self.refresh()
         except SourceError as exc:
-            logger.warning("%s; serving the last data read", exc)
+            self._failed(exc)
+        else:
+            self._recovered()
         return self.snapshot_now(stream)
 
     async def _poll(self) -> None:
@@ -369,8 +379,29 @@ class PollingSource(StreamStore):
             await asyncio.sleep(self.poll_interval)
             try:
                 await self.refresh()
-            except Exception:
-                logger.exception("polling %r failed; keeping the last data", self)
+            except SourceError as exc:
+                self._failed(exc)
+            except Exception as exc:
+                self._failed(exc, unexpected=True)
+            else:
+                self._recovered()
+
+    def _failed(self, exc: Exception, *, unexpected: bool = False) -> None:
+        """Log a refresh failure once (not on every poll and request while it persists)."""
+        text = f"{type(exc).__name__}: {exc}" if unexpected else str(exc)
+        if text == self._failure:
+            logger.debug("%r: still failing: %s", self, text)
+            return
+        self._failure = text
+        if unexpected:
+            logger.error("polling %r failed; keeping the last data", self, exc_info=exc)
+        else:
+            logger.warning("%s; serving the last data read", text)
+
+    def _recovered(self) -> None:
+        if self._failure is not None:
+            self._failure = None
+            logger.info("%r: reading works again", self)
 
     def _async_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -380,8 +411,22 @@ class PollingSource(StreamStore):
 
 
 def key_filename(key: str) -> str:
-    """The file name that holds ``key`` in a :class:`DirectorySource` stream directory."""
-    return quote(key, safe="")
+    """The file name that holds ``key`` in a :class:`DirectorySource` stream directory.
+
+    ``quote(key, safe="")``, plus a leading ``.`` and a trailing ``~`` percent-encoded, so no
+    key is ever stored as a hidden or editor-backup file (which the source skips).
+    """
+    name = quote(key, safe="")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if name.endswith("~"):
+        name = name[:-1] + "%7E"
+    return name
+
+
+def _skipped(name: str) -> bool:
+    """Hidden files and editor backups in a stream directory are never keys."""
+    return name.startswith(".") or name.endswith("~")
 
 
 def write_key(root: str | os.PathLike[str], stream: str, key: str, value: bytes) -> Path:
@@ -396,16 +441,24 @@ def write_key(root: str | os.PathLike[str], stream: str, key: str, value: bytes)
 
 
 _Sig = tuple[int, int, int]  # inode, mtime_ns, size
+_RETRY: _Sig = (-1, -1, -1)  # matches no file: read it again on the next poll
 _RACY_NS = 2_000_000_000  # files this recent are re-read: mtime granularity can hide a rewrite
 
 
 class DirectorySource(PollingSource):
-    """``root/<stream>/<quote(key, safe="")>`` files; the file's bytes are the value.
+    """``root/<stream>/<key_filename(key)>`` files; the file's bytes are the value.
 
     Every subdirectory of ``root`` is a stream (an empty one is an empty stream); regular files
-    directly in ``root`` are ignored, which is where :func:`write_key` puts its temp files.
+    directly in ``root`` are ignored, which is where :func:`write_key` puts its temp files, and
+    so are hidden files (``.name``) and editor backups (``name~``) in a stream directory.
     Changes are found by comparing each file's (inode, mtime, size); files modified within the
     last two seconds are re-read on every poll so a same-size rewrite is not missed.
+
+    An empty file is a deleted key, except that a file emptied within the last two seconds is
+    held back (its last value kept) until it is older or non-empty: that is usually an in-place
+    rewrite caught between truncate and write. Writers should still write atomically (temp
+    file, then rename), as :func:`write_key` does. A file or stream directory that cannot be
+    read keeps its last value; that is logged once as a WARNING, not on every poll.
     """
 
     def __init__(
@@ -419,28 +472,63 @@ class DirectorySource(PollingSource):
         self.root = Path(root)
         self._files: dict[str, dict[str, _Sig]] = {}
         self._racy: dict[str, set[str]] = {}
+        self._problems: dict[str, str] = {}  # path -> what was logged about it
 
     def __repr__(self) -> str:
         return f"DirectorySource({str(self.root)!r})"
 
     def _scan(self) -> None:
+        try:
+            self._scan_root()
+        except SourceError:
+            raise
+        except OSError as exc:  # anything not handled per stream or per file
+            raise SourceError(f"cannot scan {self!r}: {exc}") from exc
+
+    def _scan_root(self) -> None:
         now = time.time_ns()
         try:
             with os.scandir(self.root) as it:
-                names = [e.name for e in it if e.is_dir()]
+                entries = list(it)
         except OSError as exc:
             raise SourceError(f"cannot read stream directory {str(self.root)!r}: {exc}") from exc
-        for stream in set(self._files) - set(names):
+        problems: dict[str, str] = {}
+        names: list[str] = []
+        kept: set[str] = set()  # streams that could not be read this time: keep their data
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    names.append(entry.name)
+            except OSError as exc:
+                kept.add(entry.name)
+                problems[entry.path] = self._problem(entry.path, exc)
+        for stream in set(self._files) - set(names) - kept:
             del self._files[stream]
             self._racy.pop(stream, None)
             self.remove_stream(stream)
         for stream in names:
             try:
-                self._scan_stream(stream, now)
+                self._scan_stream(stream, now, problems)
             except FileNotFoundError:  # removed while scanning; the next poll forgets it
                 continue
+            except OSError as exc:
+                path = str(self.root / stream)
+                problems[path] = self._problem(path, exc)
+        self._report(problems)
 
-    def _scan_stream(self, stream: str, now: int) -> None:
+    def _problem(self, path: str, exc: OSError) -> str:
+        reason = exc.strerror or str(exc)
+        return f"{self!r}: cannot read {path!r} ({reason}); keeping its last data"
+
+    def _report(self, problems: dict[str, str]) -> None:
+        for path, text in problems.items():
+            if self._problems.get(path) != text:
+                logger.warning("%s", text)
+        for path in self._problems.keys() - problems.keys():
+            logger.info("%r: %r no longer fails", self, path)
+        self._problems = problems
+
+    def _scan_stream(self, stream: str, now: int, problems: dict[str, str]) -> None:
         directory = self.root / stream
         prev = self._files.get(stream, {})
         racy = self._racy.get(stream, set())
@@ -448,21 +536,32 @@ class DirectorySource(PollingSource):
         new_racy: set[str] = set()
         changes: dict[str, bytes | None] = {}
         with os.scandir(directory) as it:
-            entries = [e for e in it if e.is_file()]
+            entries = [e for e in it if not _skipped(e.name)]
         for entry in entries:
+            name = entry.name
             try:
-                st = entry.stat()
-            except FileNotFoundError:
-                continue
-            sig = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if prev.get(entry.name) != sig or entry.name in racy:
-                try:
-                    changes[unquote(entry.name)] = (directory / entry.name).read_bytes()
-                except FileNotFoundError:
+                if not entry.is_file():
                     continue
-            current[entry.name] = sig
-            if st.st_mtime_ns >= now - _RACY_NS:
-                new_racy.add(entry.name)
+                st = entry.stat()
+                sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+                recent = st.st_mtime_ns >= now - _RACY_NS
+                if prev.get(name) == sig and name not in racy:
+                    current[name] = sig
+                    continue
+                value = (directory / name).read_bytes()
+            except FileNotFoundError:  # removed while scanning: a deletion
+                continue
+            except OSError as exc:  # EACCES, EIO, ELOOP...: keep the last value, retry next poll
+                problems[entry.path] = self._problem(entry.path, exc)
+                current[name] = _RETRY
+                continue
+            if not value and recent:  # likely truncated for an in-place rewrite: wait
+                current[name] = _RETRY
+                continue
+            changes[unquote(name)] = value  # b"" (settled empty file) deletes the key
+            current[name] = sig
+            if recent:
+                new_racy.add(name)
         for name in prev.keys() - current.keys():
             changes.setdefault(unquote(name), None)
         if changes or stream not in self._files:
@@ -475,9 +574,12 @@ class SQLiteSource(PollingSource):
     """One table per stream, named after the stream, with columns ``key`` and ``value``.
 
     ``CREATE TABLE "subscribers" (key TEXT PRIMARY KEY, value BLOB)``. Tables without both
-    columns (and ``sqlite_*`` tables) are ignored; TEXT values are sent as UTF-8, NULL as empty.
+    columns (and ``sqlite_*`` tables) are ignored; TEXT values are sent as UTF-8; a row whose
+    value is NULL or empty is not a key (an empty value means a deletion).
     The database is opened read-only; ``PRAGMA data_version`` tells whether another connection
-    committed since the last poll, and only then are the tables re-read.
+    committed since the last poll, and only then are the tables re-read. Each poll also checks
+    that the path still names the file that was opened (device and inode), so a database that
+    is replaced (``os.replace``, or deleted and re-created) is reopened and re-read.
     """
 
     def __init__(
@@ -491,6 +593,7 @@ class SQLiteSource(PollingSource):
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._data_version: int | None = None
+        self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the opened file
 
     def __repr__(self) -> str:
         return f"SQLiteSource({str(self.path)!r})"
@@ -515,7 +618,19 @@ class SQLiteSource(PollingSource):
             self._conn = None
 
     def _scan(self) -> None:
-        conn = self._connect()
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError as exc:  # keep the last data; reopen when it is back
+            self._close()
+            raise SourceError(f"SQLite database {str(self.path)!r} does not exist") from exc
+        except OSError as exc:
+            raise SourceError(f"cannot read SQLite database {str(self.path)!r}: {exc}") from exc
+        ident = (st.st_dev, st.st_ino)
+        if self._conn is not None and ident != self._ident:
+            logger.info("%r: the database file was replaced; reopening it", self)
+            self._close()
+        conn = self._connect()  # a new connection starts with no data version
+        self._ident = ident
         try:
             (data_version,) = conn.execute("PRAGMA data_version").fetchone()
             if data_version == self._data_version:

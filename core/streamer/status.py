@@ -9,6 +9,9 @@ thread, so a slow scrape never touches the event loop. It serves:
   with a JSON body naming the streams that are not ready;
 - ``/status``: JSON, one object per stream (what ``streamer status`` prints).
 
+A client connection that sends nothing (or stalls mid-request) for ``request_timeout`` seconds
+(10 by default) is closed, so idle or slow clients cannot hold handler threads forever.
+
 What is served comes from a :class:`StatusSource` (``streamer.metrics.MetricsObserver``); this
 module does not import prometheus-client, so ``streamer status`` works without it.
 """
@@ -50,6 +53,7 @@ class StatusSource(Protocol):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     source: StatusSource
+    request_timeout: float = 10.0
 
 
 class _Server6(_Server):
@@ -60,6 +64,12 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "streamer"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        # Without a timeout an idle or stalled connection holds its thread until the client
+        # goes away; on timeout handle_one_request closes the connection.
+        self.connection.settimeout(self.server.request_timeout)
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -103,13 +113,24 @@ class _Handler(BaseHTTPRequestHandler):
 
 class ObservabilityServer:
     """``/metrics``, ``/healthz``, ``/readyz``, ``/status`` on ``host:port`` (port 0: any free
-    port; :attr:`address` is the bound one). Binding happens in the constructor (OSError)."""
+    port; :attr:`address` is the bound one). Binding happens in the constructor (OSError).
 
-    def __init__(self, source: StatusSource, host: str, port: int) -> None:
+    A connection idle (or stalled mid-request) for ``request_timeout`` seconds is closed."""
+
+    def __init__(
+        self, source: StatusSource, host: str, port: int, *, request_timeout: float = 10.0
+    ) -> None:
+        if request_timeout <= 0:
+            raise ValueError(f"request_timeout must be > 0, got {request_timeout}")
         cls = _Server6 if ":" in host else _Server
         self._httpd = cls((host, port), _Handler)
         self._httpd.source = source
+        self._httpd.request_timeout = request_timeout
         self._thread: threading.Thread | None = None
+
+    @property
+    def request_timeout(self) -> float:
+        return self._httpd.request_timeout
 
     @property
     def address(self) -> str:
