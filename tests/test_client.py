@@ -635,3 +635,24 @@ async def test_stream_is_streaming_when_the_server_accepts_without_data() -> Non
         await task
         await client.close()
         await server.stop(0)
+
+
+async def test_no_report_error_for_an_update_that_fails_after_removal(
+    streamer_server: ScriptedServer,
+) -> None:
+    client = make_client(streamer_server.address)
+
+    class FailsLate(Blocking):
+        def update(self, batch: DataUpdateBatch) -> bool:
+            super().update(batch)
+            raise ValueError("failed while being removed")
+
+    listener = FailsLate()
+    task = asyncio.create_task(client.stream(listener))
+    await (await streamer_server.next_call()).push(batch("a"))
+    await asyncio.to_thread(listener.entered.wait, 5)
+    client.remove_listener(listener)
+    listener.release.set()
+    assert await asyncio.wait_for(task, 2) is None
+    assert listener.errors == []  # nobody wants a decision from a removed listener
+    await client.close()

@@ -160,3 +160,65 @@ def test_observers_from_entry_points_enabled_by_name(
     text = "\n".join(str(p) for p in problems)
     assert "audi: enabled but not installed" in text and "did you mean 'audit'" in text
     assert "audit-hook[other]: cannot import audit_hook:Missing" in text
+
+
+TYPO_MODULE = """
+from streamer.hooks import hookimpl
+
+
+class Typo:
+    def __init__(self, config):
+        pass
+
+    @hookimpl
+    def streamer_stream_stoped(self, stream):
+        pass
+
+
+class ExtraArg:
+    def __init__(self, config):
+        pass
+
+    @hookimpl
+    def streamer_stream_started(self, stream, colour):
+        pass
+"""
+
+
+def test_observer_with_unknown_hook_or_argument_is_a_load_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    make_dist(
+        site,
+        "typo-hook",
+        entry_points={"typo": "typo_hook:Typo", "extra": "typo_hook:ExtraArg"},
+        modules={"typo_hook": TYPO_MODULE},
+        group="streamer.hooks",
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "typo_hook", raising=False)
+    config = config_from_text('hooks = ["typo", "extra"]\n', tmp_path / "streamer.toml")
+    loaded, problems = load_hooks(config, list(dists(site)))
+    assert loaded == []
+    text = "\n".join(str(p) for p in problems)
+    assert "typo-hook[typo]: not a valid observer" in text
+    assert "streamer_stream_stoped" in text
+    assert "typo-hook[extra]: not a valid observer" in text
+    assert "colour" in text
+
+
+def test_describe_error_keeps_the_receive_limit_advice() -> None:
+    import grpc
+
+    from streamer.hooks import describe_error
+    from streamer.stream import StreamRpcError
+
+    err = StreamRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        details="Received message larger than max (5012 vs. 1000)",
+        stream="s1",
+    )
+    text = describe_error(err)
+    assert text.startswith("RPC failed: RESOURCE_EXHAUSTED: Received message larger than max")
+    assert "receive limit of 1000 bytes" in text and "max_receive_message_mb" in text

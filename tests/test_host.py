@@ -20,7 +20,7 @@ from streamer.sources import MemorySource
 from tests.plugin_fixtures import make_dist
 
 SINK_MODULE = """
-import json, pathlib
+import json, pathlib, time
 
 pathlib.Path({marker!r}).write_text("imported")
 
@@ -44,11 +44,15 @@ class Sink:
         return {answer}
 
     def close(self):
+        time.sleep(self.close_delay)
         pathlib.Path(str(self.out) + ".closed." + self.name).write_text("closed")
 
 
 def factory(config):
-    return [Sink(s, config["out"]) for s in config["streams"]]
+    sinks = [Sink(s, config["out"]) for s in config["streams"]]
+    for sink in sinks:
+        sink.close_delay = config.get("close_delay", 0)
+    return sinks
 """
 
 BROKEN_MODULE = "import definitely_not_installed_module_xyz\n"
@@ -127,13 +131,21 @@ def env_for(*paths: Path) -> dict[str, str]:
     return env
 
 
-def write_config(path: Path, target: str, plugins: dict[str, list[str]], out: Path) -> Path:
+def write_config(
+    path: Path,
+    target: str,
+    plugins: dict[str, list[str]],
+    out: Path,
+    extra: dict[str, str] | None = None,
+) -> Path:
     lines = [f"plugins = {json.dumps(list(plugins))}", "", "[cloud]", f'target = "{target}"']
     lines += ["", "[streaming]", "interval = 0.2", "backoff_initial = 0.05", "backoff_max = 0.2"]
     lines += ["shutdown_timeout = 3.0"]
     for name, streams in plugins.items():
         lines += ["", f"[plugin.{name}]", f"streams = {json.dumps(streams)}"]
         lines.append(f"out = {json.dumps(str(out))}")
+        if extra and name in extra:
+            lines.append(extra[name])
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -322,6 +334,11 @@ async def test_sighup_reload_applies_difference(
         host.proc.send_signal(signal.SIGHUP)
         await eventually(lambda: host.logtext().count("reload rejected") >= 2, "2nd rejection")
         assert "invalid TOML" in host.logtext()
+        # Bad reload (nothing enabled): rejected rather than stopping everything.
+        write_config(cfg, server.address, {}, out)
+        host.proc.send_signal(signal.SIGHUP)
+        await eventually(lambda: host.logtext().count("reload rejected") >= 3, "3rd rejection")
+        assert "plugins is empty" in host.logtext()
         source.set("q1", "k3", b"v3")
         source.set("a1", "k3", b"v3")
         await eventually(lambda: host.seen("q1", "k3") and host.seen("a1", "k3"), "still live")
@@ -366,3 +383,63 @@ async def test_sigterm_with_a_stuck_update_exits_within_the_shutdown_timeout(
     assert "plug-stuck[stuck]: stream a1 did not stop within 3.0 s" in log
     assert Path(f"{out}.closed.a2").exists()  # the healthy plugin was closed normally
     assert not Path(f"{out}.closed.stuck").exists()  # never close() under a running update
+
+
+async def test_closes_run_concurrently_and_sighup_during_shutdown_is_ignored(
+    site: Path, tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]
+) -> None:
+    """Three close() calls of 2 s each fit the 3 s shutdown_timeout only when run together;
+    a SIGHUP arriving meanwhile must not kill the process (its default action)."""
+    server, _ = cloud
+    out = tmp_path / "out.jsonl"
+    streams = ["a1", "a2", "b1"]
+    cfg = write_config(
+        tmp_path / "s.toml", server.address, {"alpha": streams}, out, {"alpha": "close_delay = 2"}
+    )
+    host = await start_host(cfg, env_for(site), tmp_path, out)
+    await eventually(lambda: all(host.seen(s, "k0") for s in streams), "snapshots")
+    host.proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    host.proc.send_signal(signal.SIGHUP)
+    code = await asyncio.wait_for(host.proc.wait(), 20)
+    assert code == 0, host.logtext()
+    assert "SIGHUP ignored: shutting down" in host.logtext()
+    for stream in streams:
+        assert Path(f"{out}.closed.{stream}").exists(), host.logtext()
+
+
+async def test_stopping_a_plugin_whose_streams_never_began(
+    site: Path,
+    tmp_path: Path,
+    cloud: tuple[ReferenceServer, MemorySource],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reload can stop a plugin whose stream tasks were created but have not run yet:
+    remove_listener cannot reach them, so they must be cancelled, and closed normally."""
+    from streamer.client import Client
+    from streamer.config import load_config
+    from streamer.host import Host
+    from streamer.plugins import LISTENERS_GROUP, load_plugins
+    from streamer.registry import StaticRegistry
+    from tests.plugin_fixtures import dists
+
+    server, _ = cloud
+    out = tmp_path / "out.jsonl"
+    cfg = write_config(tmp_path / "s.toml", server.address, {"alpha": ["a1"]}, out)
+    monkeypatch.syspath_prepend(str(site))
+    host = Host(load_config(cfg))
+    host.client = Client(StaticRegistry(server.address))
+    result = load_plugins(
+        LISTENERS_GROUP,
+        ["alpha"],
+        {"alpha": {"streams": ["a1"], "out": str(out)}},
+        list(dists(site)),
+    )
+    (lp,) = result.loaded
+    host._start(lp, {})
+    await host._stop_plugin("alpha")  # before the event loop ran the new task
+    assert Path(f"{out}.closed.a1").exists()
+    assert "did not stop within" not in caplog.text
+    assert not out.exists()  # nothing was streamed
+    await host.client.close()

@@ -75,8 +75,27 @@ def load_hooks(
                     Problem(plugin.display, f"observer factory raised {exc!r}", (plugin,), exc)
                 )
                 continue
+        problem = _hook_problem(plugin, obj)
+        if problem is not None:
+            errors.append(problem)
+            continue
         out.append((plugin, obj))
     return out, errors
+
+
+def _hook_problem(plugin: Plugin, obj: object) -> Problem | None:
+    """Register ``obj`` with a scratch plugin manager, as the host will: an implementation with
+    an argument the spec lacks, or a ``streamer_*`` hook that does not exist (a typo would
+    otherwise never be called), is a load-time problem."""
+    from streamer.hooks import make_plugin_manager
+
+    pm = make_plugin_manager()
+    try:
+        pm.register(obj, plugin.display)
+        pm.check_pending()
+    except Exception as exc:
+        return Problem(plugin.display, f"not a valid observer: {exc}", (plugin,), exc)
+    return None
 
 
 def check(

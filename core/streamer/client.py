@@ -72,6 +72,7 @@ class Client:
         self._listeners: dict[str, Listener] = {}
         self._runners: dict[str, StreamRunner] = {}
         self._shard_load: dict[int, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._none_running = asyncio.Event()
         self._none_running.set()
 
@@ -100,12 +101,22 @@ class Client:
         name = listener.name
         if self._listeners.get(name) is not listener:
             return False
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and not _on_loop(loop):
+            loop.call_soon_threadsafe(self._remove, listener)  # safe from any thread
+        else:
+            self._remove(listener)
+        return True
+
+    def _remove(self, listener: Listener) -> None:
+        name = listener.name
+        if self._listeners.get(name) is not listener:
+            return
         runner = self._runners.get(name)
         if runner is None:
             del self._listeners[name]
         else:
             runner.stop()
-        return True
 
     def listeners(self) -> list[Listener]:
         return list(self._listeners.values())
@@ -125,6 +136,7 @@ class Client:
         it stops itself (``report_error`` returned or raised an error). Either way the stream
         name is free again afterwards.
         """
+        self._loop = asyncio.get_running_loop()
         name = listener.name
         held = self._listeners.get(name)
         if held is None:
@@ -189,6 +201,13 @@ class Client:
         await self.registry.close()
         if self._own_executor:
             self._executor.shutdown(wait=False)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def new_streamer_client(

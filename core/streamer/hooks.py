@@ -191,7 +191,10 @@ def describe_error(error: BaseException) -> str:
     if callable(code) and callable(details):
         try:
             c = code()
-            return f"RPC failed: {getattr(c, 'name', c)}: {details()}"
+            text = f"RPC failed: {getattr(c, 'name', c)}: {details()}"
         except Exception:  # a non-call RpcError
             pass
+        else:
+            hint = getattr(error, "hint", "")  # StreamRpcError: e.g. which limit to raise
+            return f"{text} ({hint})" if hint else text
     return f"{type(error).__name__}: {error}"

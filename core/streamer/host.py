@@ -25,6 +25,7 @@ from streamer.hooks import LoggingObserver, PluggyObserver, make_plugin_manager
 from streamer.plugins import (
     LISTENERS_GROUP,
     LoadedPlugin,
+    LoadResult,
     check_stream_names,
     format_problems,
     load_plugins,
@@ -133,16 +134,24 @@ class Host:
             self._announce()
             return await self._supervise()
         finally:
-            self._remove_signals()
-            await self._stop_all()
-            PluggyObserver(self.pm).call("streamer_host_stopping")
-            await self.client.close(timeout=self.config.streaming.shutdown_timeout)
+            # Signal handlers stay installed until everything is closed: a SIGHUP during
+            # shutdown must not fall back to its default action (terminate).
+            self._shutdown = True
+            try:
+                await self._stop_all()
+                PluggyObserver(self.pm).call("streamer_host_stopping")
+                await self.client.close(timeout=self.config.streaming.shutdown_timeout)
+            finally:
+                self._remove_signals()
 
     def request_shutdown(self) -> None:
         self._shutdown = True
         self._wake.set()
 
     def request_reload(self) -> None:
+        if self._shutdown:
+            log.warning("SIGHUP ignored: shutting down")
+            return
         self._reload_requested = True
         self._wake.set()
 
@@ -207,10 +216,14 @@ class Host:
         running = self._running.pop(name, None)
         if running is None or self.client is None:
             return
+        display = running.loaded.plugin.display
         for listener in running.loaded.listeners:
-            self.client.remove_listener(listener)
+            task = running.tasks.get(listener.name)
+            if not self.client.remove_listener(listener) and task is not None:
+                task.cancel()  # its stream() has not begun: nothing of it runs yet
         tasks = list(running.tasks.values())
         timeout = self.config.streaming.shutdown_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         stuck: set[str] = set()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -220,48 +233,57 @@ class Host:
                 log.warning(
                     "plugin %s: stream %s did not stop within %.1f s (update still running?); "
                     "abandoning it without calling its close()",
-                    running.loaded.plugin.display,
+                    display,
                     stream,
                     timeout,
                 )
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        await self._close_listeners(running.loaded, timeout, skip=stuck)
+        remaining = max(deadline - asyncio.get_running_loop().time(), 1.0)
+        await self._close_listeners(running.loaded, remaining, skip=stuck)
         for listener in running.loaded.listeners:
+            self._stopped.pop(listener.name, None)
             if self._owners.get(listener.name) == name:
                 del self._owners[listener.name]
-        log.info("plugin %s stopped", running.loaded.plugin.display)
+        log.info("plugin %s stopped", display)
 
     async def _close_listeners(
         self, lp: LoadedPlugin, timeout: float, skip: set[str] | frozenset[str] = frozenset()
     ) -> None:
-        """Call each listener's optional close(), never while its update may still run."""
+        """Call the listeners' optional close(), concurrently, all within ``timeout`` seconds,
+        and never while a listener's update may still run. They run on daemon workers, not
+        asyncio.to_thread: a close() that hangs must not keep the process from exiting (the
+        default executor's threads are joined at exit)."""
+        loop = asyncio.get_running_loop()
+        jobs: dict[asyncio.Task[None], str] = {}
         for listener in lp.listeners:
             close = getattr(listener, "close", None)
-            if not callable(close) or listener.name in skip:
-                continue
-            try:
-                loop = asyncio.get_running_loop()
-                # A daemon worker, not asyncio.to_thread: a close() that hangs must not keep
-                # the process from exiting (the default executor's threads are joined at exit).
-                result = await asyncio.wait_for(self._closer.run_for_loop(loop, close), timeout)
-                if asyncio.iscoroutine(result):
-                    await asyncio.wait_for(result, timeout)
-            except asyncio.TimeoutError:
+            if callable(close) and listener.name not in skip:
+                task = asyncio.ensure_future(self._close_one(loop, close))
+                jobs[task] = listener.name
+        if not jobs:
+            return
+        done, pending = await asyncio.wait(jobs, timeout=timeout)
+        for task in pending:
+            task.cancel()
+            log.error(
+                "plugin %s: close() of stream %s did not return within %.1f s; abandoned",
+                lp.plugin.display,
+                jobs[task],
+                timeout,
+            )
+        for task in done:
+            exc = task.exception()
+            if exc is not None:
                 log.error(
-                    "plugin %s: close() of stream %s did not return within %.1f s; abandoned",
-                    lp.plugin.display,
-                    listener.name,
-                    timeout,
+                    "plugin %s: close() of stream %s failed: %r", lp.plugin.display, jobs[task], exc
                 )
-            except Exception as exc:
-                log.error(
-                    "plugin %s: close() of stream %s failed: %r",
-                    lp.plugin.display,
-                    listener.name,
-                    exc,
-                )
+
+    async def _close_one(self, loop: asyncio.AbstractEventLoop, close: Any) -> None:
+        result = await self._closer.run_for_loop(loop, close)
+        if asyncio.iscoroutine(result):
+            await result
 
     async def _stop_all(self) -> None:
         names = list(self._running)
@@ -274,7 +296,7 @@ class Host:
             log.warning("SIGHUP ignored: no config file to re-read")
             return
         try:
-            new = self._reload_config()
+            new = await asyncio.to_thread(self._reload_config)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running config: %s", exc)
             return
@@ -294,8 +316,20 @@ class Host:
             log.info("reload: no plugin changes")
             self.config = new
             return
-        dists = list(self._distributions()) if self._distributions else None
-        result = load_plugins(LISTENERS_GROUP, start, new.plugin_tables, dists)
+        if not new.plugins:
+            log.error("reload rejected, keeping the running config: %s: plugins is empty", new.path)
+            return
+
+        def load() -> LoadResult:  # imports and factories: off the event loop
+            dists = list(self._distributions()) if self._distributions else None
+            return load_plugins(LISTENERS_GROUP, start, new.plugin_tables, dists)
+
+        result = await asyncio.to_thread(load)
+        if self._shutdown:
+            log.info("reload abandoned: shutting down")
+            for lp in result.loaded:
+                await self._close_listeners(lp, new.streaming.shutdown_timeout)
+            return
         kept = [self._running[n].loaded for n in keep]
         problems = list(result.problems) + list(check_stream_names([*kept, *result.loaded]))
         if problems:
@@ -304,8 +338,7 @@ class Host:
                 await self._close_listeners(lp, new.streaming.shutdown_timeout)
             return
         self.config = new
-        for name in stop:
-            await self._stop_plugin(name)
+        await asyncio.gather(*(self._stop_plugin(name) for name in stop))
         for lp in result.loaded:
             self._start(lp, new.plugin_table(lp.plugin.name))
         log.info(

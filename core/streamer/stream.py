@@ -87,15 +87,21 @@ class StreamRpcError(grpc.aio.AioRpcError):
         out.__cause__ = error
         return out
 
-    def __str__(self) -> str:
-        text = f"stream {self.stream!r}: GetUpdates failed: {self.code().name}: {self.details()}"
+    @property
+    def hint(self) -> str:
+        """What to do about it, when known (a message over the receive limit); else ""."""
         over = _OVER_LIMIT.search(self.details() or "")
         if self.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and over:
-            text += (
-                f" (a {over[1]}-byte message exceeds the client's receive limit of {over[2]} "
-                "bytes: raise max_receive_message_length / [cloud] max_receive_message_mb)"
+            return (
+                f"a {over[1]}-byte message exceeds the client's receive limit of {over[2]} "
+                "bytes: raise max_receive_message_length / [cloud] max_receive_message_mb"
             )
-        return text
+        return ""
+
+    def __str__(self) -> str:
+        text = f"stream {self.stream!r}: GetUpdates failed: {self.code().name}: {self.details()}"
+        hint = self.hint
+        return f"{text} ({hint})" if hint else text
 
 
 class _Invoker:
@@ -351,14 +357,16 @@ class StreamRunner:
                 except Exception as exc:
                     if observed:
                         self._notify("update_done", self._clock() - start, None)
+                    if self._stopping:  # removed meanwhile: nobody wants its decision
+                        return Step(Action.STOP)
                     return await self._decide(Event.UPDATE_RAISED, exc)
                 if observed:
                     self._notify("update_done", self._clock() - start, verdict is True)
+                if self._stopping:
+                    return Step(Action.STOP)
                 if verdict is not True:
                     return await self._decide(Event.UPDATE_DECLINED, None, verdict)
                 self._backoff.reset()
-                if self._stopping:
-                    return Step(Action.STOP)
         finally:
             if ahead is not None:  # read ahead, never handed over: drop it quietly
                 ahead.cancel()
