@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from streamer_sqlite import (
+    SqliteDataChanged,
     SqliteListener,
     SqliteMirror,
     benchmark_resync,
@@ -195,6 +196,103 @@ def test_a_failed_batch_leaves_the_old_state_and_the_next_one_succeeds(db: Path)
     assert _rows(db) == {"a": b"x", "b": b"2", "c": b"3"}
     assert _digest(lst) == snapshot_digest(_rows(db).items())
     lst.close()
+
+
+def _foreign(db: Path, *sql: str) -> None:
+    """Run statements through another connection, as another program would."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        for statement in sql:
+            conn.execute(statement)
+    finally:
+        conn.close()
+
+
+def test_integer_real_and_text_values_from_other_programs_read_as_their_text(
+    lst: SqliteListener, db: Path
+) -> None:
+    lst.update(_batch({"a": b"1"}, resync=True))
+    _foreign(db, "INSERT INTO stream_s VALUES ('i', 5), ('f', 1.5), ('t', 'text'), ('n', -7)")
+    expected = {"a": b"1", "i": b"5", "f": b"1.5", "t": b"text", "n": b"-7"}
+    assert lst.mirror.read() == expected
+    assert _digest(lst) == snapshot_digest(expected.items())
+    (reopened,) = create_listeners({"streams": ["s"], "path": str(db)})
+    assert _digest(reopened) == snapshot_digest(expected.items())
+    reopened.close()
+
+
+def test_a_row_deleted_behind_the_sinks_back_is_restored_by_the_next_resync(
+    lst: SqliteListener, db: Path
+) -> None:
+    lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
+    _foreign(db, "DELETE FROM stream_s WHERE key = 'a'")
+    assert _digest(lst) == snapshot_digest([("b", b"2")])  # the server will send a snapshot
+    lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
+    assert _rows(db) == {"a": b"1", "b": b"2"}
+    assert _digest(lst) == snapshot_digest(_rows(db).items())
+
+
+def test_an_incremental_batch_after_another_writer_is_refused(
+    lst: SqliteListener, db: Path
+) -> None:
+    lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
+    _foreign(db, "UPDATE stream_s SET value = x'99' WHERE key = 'b'")
+    with pytest.raises(SqliteDataChanged, match=r"stream 's'.*another writer.*full snapshot"):
+        lst.update(_batch({"c": b"3"}))
+    assert _rows(db) == {"a": b"1", "b": b"\x99"}  # nothing applied
+    assert _digest(lst) == snapshot_digest(_rows(db).items())
+    lst.update(_batch({"a": b"1", "b": b"2", "c": b"3"}, resync=True))
+    assert _rows(db) == {"a": b"1", "b": b"2", "c": b"3"}
+
+
+def test_commits_of_other_streams_in_the_same_file_are_not_changes(db: Path) -> None:
+    a, b = create_listeners({"streams": ["a", "b"], "path": str(db)})
+    try:
+        a.update(_batch({"k": b"1"}, resync=True))
+        b.update(_batch({"k": b"1"}, resync=True))
+        for i in range(3):  # each commit of one changes the other's data_version
+            a.update(_batch({f"a{i}": b"x"}))
+            b.update(_batch({f"b{i}": b"y"}))
+        assert _rows(db, "b") == {"k": b"1", "b0": b"y", "b1": b"y", "b2": b"y"}
+        assert _digest(a) == snapshot_digest(_rows(db, "a").items())
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_write_between_the_check_and_the_lock_is_seen(
+    lst: SqliteListener, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror = lst.mirror
+    mirror.sync_snapshot({"a": b"1", "b": b"2"})
+    diff = mirror._diff
+
+    def diff_then_foreign_delete(items: Any, resync: bool) -> Any:
+        result = diff(items, resync)
+        monkeypatch.setattr(mirror, "_diff", diff)
+        _foreign(db, "DELETE FROM stream_s WHERE key = 'a'")
+        return result
+
+    monkeypatch.setattr(mirror, "_diff", diff_then_foreign_delete)
+    mirror.sync_snapshot({"a": b"1", "b": b"3"})
+    assert _rows(db) == {"a": b"1", "b": b"3"}
+    assert mirror.digest() == snapshot_digest(_rows(db).items())
+
+
+def test_a_dropped_table_fails_one_update_then_the_database_is_reopened(
+    lst: SqliteListener, db: Path
+) -> None:
+    lst.update(_batch({"a": b"1"}, resync=True))
+    _foreign(db, "DROP TABLE stream_s")
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
+    assert lst.update(_batch({"a": b"1", "b": b"2"}, resync=True)) is True
+    assert _rows(db) == {"a": b"1", "b": b"2"}
+    _foreign(db, "DROP TABLE stream_s")
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        lst.get_extra_args()
+    assert _digest(lst) == EMPTY_DIGEST  # reopened: the table is back, empty
+    assert _rows(db) == {}
 
 
 def test_path_that_is_a_directory_is_a_config_error(tmp_path: Path) -> None:

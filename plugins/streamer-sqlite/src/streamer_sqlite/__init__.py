@@ -10,12 +10,13 @@ from __future__ import annotations
 from streamer_sqlite._bench import ResyncBenchmark, benchmark_resync, make_snapshots
 from streamer_sqlite._config import SqliteConfig, table_name
 from streamer_sqlite._listener import LOGGER_NAME, SqliteListener, create_listeners
-from streamer_sqlite._mirror import SqliteMirror, SyncStats, quote_identifier
+from streamer_sqlite._mirror import SqliteDataChanged, SqliteMirror, SyncStats, quote_identifier
 
 __all__ = [
     "LOGGER_NAME",
     "ResyncBenchmark",
     "SqliteConfig",
+    "SqliteDataChanged",
     "SqliteListener",
     "SqliteMirror",
     "SyncStats",

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamer.sinks import MirrorListener
 from streamer_sqlite._config import SqliteConfig, table_name
 from streamer_sqlite._mirror import SqliteMirror, SyncStats
+
+if TYPE_CHECKING:
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    from streamer.proto.streamer_pb2 import DataUpdateBatch
 
 __all__ = ["LOGGER_NAME", "SqliteListener", "create_listeners"]
 
@@ -23,8 +30,12 @@ class SqliteListener(MirrorListener[SqliteMirror]):
     ``streamer check`` and ``streamer list`` create nothing; an open that fails raises from that
     call and is retried by the supervisor. Each batch is one transaction.
     ``get_extra_args()`` sends the digest of the table's rows. ``update`` raises on a sink
-    failure (disk full, database locked past ``busy_timeout``); the supervisor reports it and
-    retries.
+    failure (disk full, database locked past ``busy_timeout``, the table dropped, another
+    writer changed the table); the supervisor reports it and retries.
+
+    After an ``sqlite3.Error`` from ``update`` or ``get_extra_args`` the database is closed and
+    opened again on the next call (which recreates a dropped table and reloads the cache): a
+    connection that failed is not trusted to be usable.
     """
 
     def __init__(
@@ -50,6 +61,29 @@ class SqliteListener(MirrorListener[SqliteMirror]):
     def mirror(self) -> SqliteMirror:
         """The open :class:`SqliteMirror` (opened now if needed)."""
         return self.store
+
+    def get_extra_args(self) -> StringValue | None:
+        try:
+            return super().get_extra_args()
+        except sqlite3.Error:
+            self._reopen_on_next_call()
+            raise
+
+    def update(self, batch: DataUpdateBatch) -> bool:
+        try:
+            return super().update(batch)
+        except sqlite3.Error:
+            self._reopen_on_next_call()
+            raise
+
+    def _reopen_on_next_call(self) -> None:
+        # MirrorListener keeps its store for good; dropping it makes the ``store`` property
+        # open a fresh one on the next call (unless the listener was closed meanwhile).
+        with self._lock:
+            store, self._store = self._store, None
+        if store is not None:
+            with contextlib.suppress(sqlite3.Error):
+                store.close()
 
     def applied(self, resync: bool, changes: dict[str, bytes], result: object) -> None:
         if isinstance(result, SyncStats):

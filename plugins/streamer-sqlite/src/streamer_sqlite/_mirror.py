@@ -13,8 +13,22 @@ sends SQLite only the changed rows and the deletions. The upsert keeps its ``WHE
 excluded.value`` guard, so even a stale cache could not make it rewrite an unchanged row.
 
 The price is memory: the mirror holds one copy of the stream's data (a few MB for tens of
-thousands of subscribers). The cache is loaded from the table at open and changes only after a
-commit, so it always equals the table as long as this mirror is the table's only writer.
+thousands of subscribers). The cache is loaded from the table at open and changes after each
+commit of this mirror.
+
+Other writers
+-------------
+The cache is only right while this mirror is the table's only writer, so before each batch (and
+each digest) it reads ``PRAGMA data_version``, which changes when another connection commits to
+the database file. If it changed, the table is read again and compared with the cache; the check
+is repeated inside the batch's write transaction, so no commit can slip in between. If the table
+no longer holds what the cache says, the cache and the digest are rebuilt from it, and an
+incremental batch is refused with :class:`SqliteDataChanged` (it is a diff against a state that
+is gone): the supervisor reports it and opens a new call whose digest describes the table as it
+is, so the server sends a snapshot, which restores what the other writer changed. A resync is
+simply applied against the fresh cache. Other streams' mirrors sharing the file also change
+``data_version``; each of their commits costs this mirror one ``SELECT`` of its table before its
+next batch (no writes, no digest work when nothing of its table changed).
 
 Durability: the database runs in WAL mode. ``synchronous=NORMAL`` (the default) fsyncs at
 checkpoints rather than on every commit; a crash of the process or the machine never leaves a
@@ -29,13 +43,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from streamer.digest import Digester
 from streamer_sqlite._config import table_name
 
-__all__ = ["SqliteMirror", "SyncStats", "quote_identifier"]
+__all__ = ["SqliteDataChanged", "SqliteMirror", "SyncStats", "quote_identifier"]
 
 
 def quote_identifier(name: str) -> str:
@@ -44,14 +58,24 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class SqliteDataChanged(RuntimeError):
+    """Another writer changed the table: an incremental batch cannot be applied, a full
+    snapshot is needed."""
+
+
 def _as_bytes(value: object) -> bytes:
+    """A ``value`` column as bytes, whatever type another program stored in it."""
     if isinstance(value, bytes):
         return value
-    if isinstance(value, str):  # a row some other program stored as TEXT
+    if isinstance(value, str):  # TEXT
         return value.encode("utf-8", "surrogatepass")
+    if isinstance(value, (int, float)):  # INTEGER, REAL: their decimal text
+        return str(value).encode()
     if value is None:
         return b""
-    return bytes(value)  # type: ignore[call-overload,no-any-return]
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"unexpected SQLite value of type {type(value).__name__}: {value!r}")
 
 
 @contextlib.contextmanager
@@ -115,6 +139,7 @@ class SqliteMirror:
             )
             self._values: dict[str, bytes] = {}
             self._digester = Digester()
+            self._data_version: object = None
             self._reload()
         except BaseException:
             self.close()
@@ -129,7 +154,9 @@ class SqliteMirror:
         return self._conn
 
     def digest(self) -> str:
-        """:func:`streamer.digest.snapshot_digest` of the table's rows."""
+        """:func:`streamer.digest.snapshot_digest` of the table's rows (read again first if
+        another connection wrote to the database)."""
+        self._refresh()
         return self._digester.hexdigest()
 
     def read(self) -> dict[str, bytes]:
@@ -144,17 +171,14 @@ class SqliteMirror:
 
         One transaction; an identical snapshot opens none at all.
         """
-        cache = self._values
-        upserts = [(k, v) for k, v in items.items() if cache.get(k) != v]
-        deletes = [k for k in cache if k not in items]
-        return self._apply(upserts, deletes)
+        return self._apply(items, resync=True)
 
     def apply_changes(self, items: Mapping[str, bytes]) -> SyncStats:
-        """Set each key to its value; an empty value deletes the key. One transaction."""
-        cache = self._values
-        upserts = [(k, v) for k, v in items.items() if v and cache.get(k) != v]
-        deletes = [k for k, v in items.items() if not v and k in cache]
-        return self._apply(upserts, deletes)
+        """Set each key to its value; an empty value deletes the key. One transaction.
+
+        Raises :class:`SqliteDataChanged`, writing nothing, if another writer changed the table.
+        """
+        return self._apply(items, resync=False)
 
     def apply(self, resync: bool, changes: Mapping[str, bytes]) -> SyncStats:
         """:meth:`sync_snapshot` if ``resync``, else :meth:`apply_changes` (the
@@ -182,19 +206,66 @@ class SqliteMirror:
 
     # --- internals ------------------------------------------------------------------------
 
-    def _reload(self) -> None:
-        self._values = self.read()
-        self._digester = Digester()
-        for key, value in self._values.items():
-            self._digester.add(key, value)
+    def _data_version_now(self) -> object:
+        return self.connection.execute("PRAGMA data_version").fetchone()[0]
 
-    def _apply(self, upserts: list[tuple[str, bytes]], deletes: Iterable[str]) -> SyncStats:
-        deletes = list(deletes)
+    def _reload(self) -> bool:
+        """Read the table into the cache; return whether it differed from the cache."""
+        version = self._data_version_now()  # first: a commit after it is seen next time
+        rows = self.read()
+        self._data_version = version
+        old = self._values
+        if rows == old:
+            return False
+        digester = self._digester
+        for key, value in old.items():
+            if rows.get(key) != value:
+                digester.remove(key, value)
+        for key, value in rows.items():
+            if old.get(key) != value:
+                digester.add(key, value)
+        self._values = rows
+        return True
+
+    def _refresh(self) -> bool:
+        """If another connection committed since the last look, reload; return whether the
+        table's content differed from the cache."""
+        if self._data_version_now() == self._data_version:
+            return False
+        return self._reload()
+
+    def _changed(self) -> SqliteDataChanged:
+        return SqliteDataChanged(
+            f"sqlite sink for stream {self.stream!r}: table {self.table!r} in {self.path} was "
+            "changed by another writer; requesting a full snapshot"
+        )
+
+    def _diff(
+        self, items: Mapping[str, bytes], resync: bool
+    ) -> tuple[list[tuple[str, bytes]], list[str]]:
+        cache = self._values
+        if resync:
+            upserts = [(k, v) for k, v in items.items() if cache.get(k) != v]
+            deletes = [k for k in cache if k not in items]
+        else:
+            upserts = [(k, v) for k, v in items.items() if v and cache.get(k) != v]
+            deletes = [k for k, v in items.items() if not v and k in cache]
+        return upserts, deletes
+
+    def _apply(self, items: Mapping[str, bytes], resync: bool) -> SyncStats:
+        if self._refresh() and not resync:
+            raise self._changed()
+        upserts, deletes = self._diff(items, resync)
         if not upserts and not deletes:
             return SyncStats(0, 0, 0)
         conn = self.connection
         before = conn.total_changes
         with _transaction(conn):
+            # The write lock is held now: check again for a commit since the look above.
+            if self._refresh():
+                if not resync:
+                    raise self._changed()
+                upserts, deletes = self._diff(items, resync)
             if deletes:
                 conn.executemany(f"DELETE FROM {self._t} WHERE key = ?", ((k,) for k in deletes))
             if upserts:
