@@ -132,3 +132,27 @@ def test_sinks_module_imports_neither_grpc_nor_protobuf() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_reopen_on_drops_a_failed_store_and_opens_a_fresh_one() -> None:
+    class Broken(DictStore):
+        fail = True
+
+        def apply(self, resync: bool, changes: dict[str, bytes]) -> int:
+            if Broken.fail:
+                Broken.fail = False
+                raise ConnectionResetError("store connection died")
+            return super().apply(resync, changes)
+
+    opened: list[Broken] = []
+
+    class Reopening(MirrorListener[Broken]):
+        reopen_on = (ConnectionResetError,)
+
+    listener = Reopening("s", plugin="kv", open_store=lambda: opened.append(Broken()) or opened[-1])
+    with pytest.raises(ConnectionResetError):
+        listener.update(batch(True, a=b"1"))
+    assert opened[0].closed  # the failed store was closed...
+    assert listener.update(batch(True, a=b"1")) is True
+    assert len(opened) == 2  # ...and a fresh one served the retry
+    assert opened[1].data == {"a": b"1"}

@@ -15,10 +15,11 @@ Neither imports gRPC; protobuf is imported only when a digest is sent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -236,8 +237,11 @@ class MirrorListener(Generic[S]):
 
     Subclass to keep plugin-specific attributes, or to override :meth:`applied` (called after
     each batch with the store's result) or :meth:`get_extra_args` (e.g. return None when the
-    digest cannot be read).
+    digest cannot be read). ``reopen_on`` lists exception types after which the store is not
+    trusted: it is closed and a fresh one is opened on the next call (e.g. a dropped table).
     """
+
+    reopen_on: tuple[type[BaseException], ...] = ()
 
     def __init__(self, stream: str, *, plugin: str, open_store: Callable[[], S]) -> None:
         self.name = stream
@@ -262,16 +266,30 @@ class MirrorListener(Generic[S]):
         """The store's digest, so a server that has the same snapshot skips sending it."""
         from google.protobuf.wrappers_pb2 import StringValue
 
-        with self._lock:
+        with self._lock, self._reopening():
             return StringValue(value=self.store.digest())
 
     def update(self, batch: DataUpdateBatch) -> bool:
         """Apply ``batch`` to the store in one ``apply`` call; raises on a sink failure."""
         changes = {u.key: u.value for u in batch.updates}
-        with self._lock:
+        with self._lock, self._reopening():
             result = self.store.apply(batch.resync, changes)
         self.applied(batch.resync, changes, result)
         return True
+
+    @contextlib.contextmanager
+    def _reopening(self) -> Iterator[None]:
+        """Drop the store when a ``reopen_on`` error escapes (the caller holds the lock)."""
+        try:
+            yield
+        except self.reopen_on:
+            store, self._store = self._store, None
+            if store is not None:
+                try:
+                    store.close()
+                except Exception as exc:  # it already failed once; keep the first error
+                    self.log.debug("stream=%s closing the failed store: %r", self.name, exc)
+            raise
 
     def applied(self, resync: bool, changes: dict[str, bytes], result: object) -> None:
         """Called after each applied batch with what ``store.apply`` returned. Does nothing."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 from collections.abc import Mapping
@@ -14,9 +13,7 @@ from streamer_sqlite._config import SqliteConfig, table_name
 from streamer_sqlite._mirror import SqliteMirror, SyncStats
 
 if TYPE_CHECKING:
-    from google.protobuf.wrappers_pb2 import StringValue
-
-    from streamer.proto.streamer_pb2 import DataUpdateBatch
+    pass
 
 __all__ = ["LOGGER_NAME", "SqliteListener", "create_listeners"]
 
@@ -37,6 +34,8 @@ class SqliteListener(MirrorListener[SqliteMirror]):
     opened again on the next call (which recreates a dropped table and reloads the cache): a
     connection that failed is not trusted to be usable.
     """
+
+    reopen_on = (sqlite3.Error,)
 
     def __init__(
         self,
@@ -61,29 +60,6 @@ class SqliteListener(MirrorListener[SqliteMirror]):
     def mirror(self) -> SqliteMirror:
         """The open :class:`SqliteMirror` (opened now if needed)."""
         return self.store
-
-    def get_extra_args(self) -> StringValue | None:
-        try:
-            return super().get_extra_args()
-        except sqlite3.Error:
-            self._reopen_on_next_call()
-            raise
-
-    def update(self, batch: DataUpdateBatch) -> bool:
-        try:
-            return super().update(batch)
-        except sqlite3.Error:
-            self._reopen_on_next_call()
-            raise
-
-    def _reopen_on_next_call(self) -> None:
-        # MirrorListener keeps its store for good; dropping it makes the ``store`` property
-        # open a fresh one on the next call (unless the listener was closed meanwhile).
-        with self._lock:
-            store, self._store = self._store, None
-        if store is not None:
-            with contextlib.suppress(sqlite3.Error):
-                store.close()
 
     def applied(self, resync: bool, changes: dict[str, bytes], result: object) -> None:
         if isinstance(result, SyncStats):
