@@ -1,13 +1,7 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
-import random
-import signal
-import subprocess
-import sys
-import time
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -27,26 +21,16 @@ from streamer_files import (
     stream_path,
 )
 
+from streamer import sinktest
 from streamer.digest import EMPTY_DIGEST, snapshot_digest
 from streamer.listener import listener_problems
-from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
-
-HERE = Path(__file__).parent
-
-
-def _batch(items: dict[str, bytes], resync: bool = False) -> DataUpdateBatch:
-    return DataUpdateBatch(
-        updates=[DataUpdate(key=k, value=v) for k, v in items.items()], resync=resync
-    )
+from streamer.sinktest import listener_digest as _digest
+from streamer.sinktest import make_batch as _batch
 
 
 def _one(root: Path, stream: str = "s") -> FilesListener:
     (listener,) = create_listeners({"streams": [stream], "dir": str(root)})
     return listener
-
-
-def _digest(listener: FilesListener) -> str:
-    return listener.get_extra_args().value
 
 
 @pytest.fixture
@@ -71,58 +55,36 @@ def test_listeners_per_stream_contract_and_entry_point(root: Path) -> None:
 
 def test_resync_replaces_the_content(root: Path) -> None:
     lst = _one(root)
-    assert lst.update(_batch({"a": b"1", "b": b"2"}, resync=True)) is True
-    assert read_stream(root, "s") == {"a": b"1", "b": b"2"}
-    assert lst.update(_batch({"b": b"3", "c": b"4"}, resync=True)) is True
-    assert read_stream(root, "s") == {"b": b"3", "c": b"4"}
-    assert sorted(os.listdir(lst.store.live_dir)) == ["b", "c"]
-    assert lst.update(_batch({}, resync=True)) is True
-    assert read_stream(root, "s") == {}
+
+    def one_file_per_key(expected: dict[str, bytes]) -> None:
+        assert sorted(os.listdir(lst.store.live_dir)) == sorted(map(key_to_filename, expected))
+
+    sinktest.check_resync_replaces(
+        lst, lambda: read_stream(root, "s"), extra_check=one_file_per_key
+    )
     lst.close()
 
 
 def test_resync_keeps_keys_with_empty_values(root: Path) -> None:
     lst = _one(root)
-    lst.update(_batch({"a": b"", "b": b"x"}, resync=True))
-    assert read_stream(root, "s") == {"a": b"", "b": b"x"}
+    sinktest.check_resync_keeps_empty_values(lst, lambda: read_stream(root, "s"))
     lst.close()
 
 
 def test_incremental_sets_and_empty_value_deletes(root: Path) -> None:
     lst = _one(root)
-    lst.update(_batch({"a": b"1", "b": b"2", "c": b"3"}, resync=True))
-    batch = DataUpdateBatch(
-        updates=[
-            DataUpdate(key="a", value=b""),  # delete
-            DataUpdate(key="b", value=b"22"),  # change
-            DataUpdate(key="d", value=b"4"),  # add
-            DataUpdate(key="d", value=b""),  # ... and delete again: last one wins
-            DataUpdate(key="e", value=b"5"),
-            DataUpdate(key="zz", value=b""),  # deleting a missing key is a no-op
-        ]
-    )
-    assert lst.update(batch) is True
-    assert read_stream(root, "s") == {"b": b"22", "c": b"3", "e": b"5"}
+    sinktest.check_incremental(lst, lambda: read_stream(root, "s"))
     lst.close()
 
 
 def test_digest_tracks_content_and_survives_reopen(root: Path) -> None:
     lst = _one(root)
-    seen = {_digest(lst)}
-    lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
-    lst.update(_batch({"a": b"", "c": b"3"}))
-    lst.update(_batch({"c": b"33", "long" * 100: b"L"}))
-    held = read_stream(root, "s")
-    assert held == {"b": b"2", "c": b"33", "long" * 100: b"L"}
-    assert _digest(lst) == snapshot_digest(held.items())
-    seen.add(_digest(lst))
-    lst.close()
-    reopened = _one(root)
-    assert _digest(reopened) == snapshot_digest(held.items())
-    reopened.update(_batch({"b": b"changed"}))
-    assert _digest(reopened) not in seen
-    assert _digest(reopened) == snapshot_digest(read_stream(root, "s").items())
-    reopened.close()
+
+    def reopen() -> FilesListener:
+        lst.close()  # one writer per stream directory
+        return _one(root)
+
+    sinktest.check_digest(lst, lambda: read_stream(root, "s"), reopen=reopen)
 
 
 HOSTILE = {
@@ -311,44 +273,21 @@ def test_bad_config_names_the_key(table: dict[str, Any], key: str) -> None:
         create_listeners(table)
 
 
-def _load_child() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "files_crash_child", HERE / "files_crash_child.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_sigkill_at_random_moments_leaves_old_or_new_state(root: Path) -> None:
-    a, b = _load_child().states()
-    rng = random.Random(1234)
-    outcomes: set[str] = set()
-    deadline = time.monotonic() + 10
-    iterations = 0
-    while iterations < 3 or (iterations < 12 and time.monotonic() < deadline):
-        iterations += 1
-        child = subprocess.Popen(
-            [sys.executable, str(HERE / "files_crash_child.py"), str(root)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() in ("A", "B"), "the child applied nothing"
-        time.sleep(rng.uniform(0, 0.4))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        child.stdout.close()
+    base = stream_path(root, "crash")
 
-        store = FileStore(root, "crash")  # recovery happens here, as at host start
-        try:
-            held = read_stream(root, "crash")
-            assert held in (a, b), "a batch was half-applied"
-            outcomes.add("A" if held == a else "B")
-            assert store.digest() == snapshot_digest(held.items())
-            assert sorted(os.listdir(store.path)) == [".lock", "current", store.live_dir.name]
-        finally:
-            store.close()
-    assert outcomes, "no iteration ran"
+    def only_the_live_generation_is_left(held: dict[str, bytes]) -> None:
+        assert sorted(os.listdir(base)) == [".lock", "current", os.readlink(base / "current")]
+
+    report = sinktest.check_crash_consistency(
+        "streamer_files:create_listeners",
+        {"streams": ["crash"], "dir": str(root)},
+        lambda: read_stream(root, "crash"),
+        # Hashed (long) and escaped ("/") names, so the sidecar path is exercised too.
+        states=sinktest.CrashStates(n=400, key_format="K/{i:04d}", long_every=7, value_repeat=3),
+        check_reopened=only_the_live_generation_is_left,  # recovery removed the leftovers
+        max_delay=0.4,
+        seed=1234,
+    )
+    assert report.outcomes

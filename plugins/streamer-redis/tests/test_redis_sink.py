@@ -1,42 +1,24 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import random
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from streamer_redis import RedisDataLost, RedisListener, RedisMirror, create_listeners
 
+from streamer import sinktest
 from streamer.backoff import Backoff
 from streamer.digest import EMPTY_DIGEST, snapshot_digest
 from streamer.listener import listener_problems
-from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
+from streamer.sinktest import listener_digest as _digest
+from streamer.sinktest import make_batch as _batch
 from streamer.sources import MemorySource
 from streamer.testing import ReferenceServerFactory, run_listener
-
-HERE = Path(__file__).parent
-
-
-def _batch(items: dict[str, bytes], resync: bool = False) -> DataUpdateBatch:
-    return DataUpdateBatch(
-        updates=[DataUpdate(key=k, value=v) for k, v in items.items()], resync=resync
-    )
-
-
-def _digest(listener: RedisListener) -> str:
-    args = listener.get_extra_args()
-    assert args is not None
-    return args.value
 
 
 @pytest.fixture
@@ -71,21 +53,18 @@ def test_listeners_per_stream_contract_and_entry_point() -> None:
 
 @pytest.mark.redis
 def test_resync_replaces_the_content(lst: RedisListener, client: redis.Redis) -> None:
-    assert _digest(lst) == EMPTY_DIGEST
-    assert lst.update(_batch({"a": b"1", "b": b"2"}, resync=True)) is True
-    assert _hash(client) == {"a": b"1", "b": b"2"}
-    assert lst.update(_batch({"b": b"3", "c": b"4"}, resync=True)) is True
-    assert _hash(client) == {"b": b"3", "c": b"4"}
-    assert not client.exists("streamer:s:resync")
-    assert lst.update(_batch({}, resync=True)) is True
-    assert not client.exists("streamer:s")
-    assert _digest(lst) == EMPTY_DIGEST
+    def no_scratch_hash_and_no_empty_hash(expected: dict[str, bytes]) -> None:
+        assert not client.exists("streamer:s:resync")
+        assert client.exists("streamer:s") == (1 if expected else 0)
+
+    sinktest.check_resync_replaces(
+        lst, lambda: _hash(client), extra_check=no_scratch_hash_and_no_empty_hash
+    )
 
 
 @pytest.mark.redis
 def test_resync_keeps_keys_with_empty_values(lst: RedisListener, client: redis.Redis) -> None:
-    lst.update(_batch({"a": b"", "b": b"x"}, resync=True))
-    assert _hash(client) == {"a": b"", "b": b"x"}
+    sinktest.check_resync_keeps_empty_values(lst, lambda: _hash(client))
 
 
 @pytest.mark.redis
@@ -98,38 +77,30 @@ def test_identical_snapshot_writes_nothing(lst: RedisListener, client: redis.Red
 
 @pytest.mark.redis
 def test_incremental_sets_and_empty_value_deletes(lst: RedisListener, client: redis.Redis) -> None:
-    lst.update(_batch({"a": b"1", "b": b"2", "c": b"3"}, resync=True))
-    batch = DataUpdateBatch(
-        updates=[
-            DataUpdate(key="a", value=b""),
-            DataUpdate(key="b", value=b"22"),
-            DataUpdate(key="d", value=b"4"),
-            DataUpdate(key="d", value=b""),  # last one wins
-            DataUpdate(key="e", value=b"5"),
-            DataUpdate(key="zz", value=b""),  # deleting a missing key is a no-op
-        ]
-    )
-    assert lst.update(batch) is True
-    assert _hash(client) == {"b": b"22", "c": b"3", "e": b"5"}
+    sinktest.check_incremental(lst, lambda: _hash(client))
+
+
+def _digest_key_matches(client: redis.Redis, key: str) -> sinktest.ExtraCheck:
+    def check(held: dict[str, bytes]) -> None:
+        assert client.get(key) == snapshot_digest(held.items()).encode()
+
+    return check
 
 
 @pytest.mark.redis
 def test_digest_tracks_content_and_lives_beside_the_hash(
     lst: RedisListener, client: redis.Redis, redis_url: str
 ) -> None:
-    seen = {_digest(lst)}
-    lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
-    seen.add(_digest(lst))
-    lst.update(_batch({"a": b"", "c": b"3"}))
-    held = _hash(client)
-    assert held == {"b": b"2", "c": b"3"}
-    assert _digest(lst) == snapshot_digest(held.items()) not in seen
-    assert client.get("streamer:s:digest") == snapshot_digest(held.items()).encode()
-    (other,) = create_listeners({"streams": ["s"], "url": redis_url})  # e.g. after a restart
-    assert _digest(other) == snapshot_digest(held.items())
-    other.update(_batch({"d": b"4"}))
-    assert _digest(other) == snapshot_digest(_hash(client).items())
-    other.close()
+    def reopen() -> RedisListener:  # e.g. after a restart
+        (other,) = create_listeners({"streams": ["s"], "url": redis_url})
+        return other
+
+    sinktest.check_digest(
+        lst,
+        lambda: _hash(client),
+        reopen=reopen,
+        extra_check=_digest_key_matches(client, "streamer:s:digest"),
+    )
 
 
 HOSTILE = {
@@ -345,45 +316,17 @@ def test_bad_config_names_the_key(table: dict[str, Any], key: str) -> None:
         create_listeners(table)
 
 
-def _load_child() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "redis_crash_child", HERE / "redis_crash_child.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.redis
 @pytest.mark.slow
 def test_sigkill_at_random_moments_leaves_old_or_new_state(
     redis_url: str, client: redis.Redis
 ) -> None:
-    a, b = _load_child().states()
-    rng = random.Random(99)
-    outcomes: set[str] = set()
-    deadline = time.monotonic() + 10
-    iterations = 0
-    while iterations < 3 or (iterations < 12 and time.monotonic() < deadline):
-        iterations += 1
-        child = subprocess.Popen(
-            [sys.executable, str(HERE / "redis_crash_child.py"), redis_url],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() in ("A", "B"), "the child applied nothing"
-        time.sleep(rng.uniform(0, 0.3))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        child.stdout.close()
-
-        held = _hash(client, "streamer:crash")
-        assert held in (a, b), "a batch was half-applied"
-        outcomes.add("A" if held == a else "B")
-        assert client.get("streamer:crash:digest") == snapshot_digest(held.items()).encode()
-        (reopened,) = create_listeners({"streams": ["crash"], "url": redis_url})
-        assert _digest(reopened) == snapshot_digest(held.items())
-        reopened.close()
-    assert outcomes
+    report = sinktest.check_crash_consistency(
+        "streamer_redis:create_listeners",
+        {"streams": ["crash"], "url": redis_url},
+        lambda: _hash(client, "streamer:crash"),
+        states=sinktest.CrashStates(n=5000),
+        check_found=_digest_key_matches(client, "streamer:crash:digest"),
+        seed=99,
+    )
+    assert report.outcomes

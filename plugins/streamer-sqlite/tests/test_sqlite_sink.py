@@ -1,12 +1,6 @@
 from __future__ import annotations
 
-import importlib.util
-import random
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -21,27 +15,17 @@ from streamer_sqlite import (
     make_snapshots,
 )
 
+from streamer import sinktest
 from streamer.digest import EMPTY_DIGEST, snapshot_digest
 from streamer.listener import listener_problems
-from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
-
-HERE = Path(__file__).parent
-
-
-def _batch(items: dict[str, bytes], resync: bool = False) -> DataUpdateBatch:
-    return DataUpdateBatch(
-        updates=[DataUpdate(key=k, value=v) for k, v in items.items()], resync=resync
-    )
+from streamer.sinktest import listener_digest as _digest
+from streamer.sinktest import make_batch as _batch
 
 
 def _rows(db: Path, stream: str = "s") -> dict[str, bytes]:
     """What the table holds, read through a separate connection."""
     with sqlite3.connect(db) as conn:
         return dict(conn.execute(f'SELECT key, value FROM "stream_{stream}"'))
-
-
-def _digest(listener: SqliteListener) -> str:
-    return listener.get_extra_args().value
 
 
 @pytest.fixture
@@ -76,47 +60,23 @@ def test_listeners_per_stream_contract_and_entry_point(db: Path) -> None:
 
 
 def test_resync_replaces_the_content(lst: SqliteListener, db: Path) -> None:
-    assert lst.update(_batch({"a": b"1", "b": b"2"}, resync=True)) is True
-    assert _rows(db) == {"a": b"1", "b": b"2"}
-    assert lst.update(_batch({"b": b"3", "c": b"4"}, resync=True)) is True
-    assert _rows(db) == {"b": b"3", "c": b"4"}
-    assert lst.update(_batch({}, resync=True)) is True
-    assert _rows(db) == {}
+    sinktest.check_resync_replaces(lst, lambda: _rows(db))
 
 
 def test_resync_keeps_keys_with_empty_values(lst: SqliteListener, db: Path) -> None:
-    lst.update(_batch({"a": b"", "b": b"x"}, resync=True))
-    assert _rows(db) == {"a": b"", "b": b"x"}
+    sinktest.check_resync_keeps_empty_values(lst, lambda: _rows(db))
 
 
 def test_incremental_sets_and_empty_value_deletes(lst: SqliteListener, db: Path) -> None:
-    lst.update(_batch({"a": b"1", "b": b"2", "c": b"3"}, resync=True))
-    batch = DataUpdateBatch(
-        updates=[
-            DataUpdate(key="a", value=b""),
-            DataUpdate(key="b", value=b"22"),
-            DataUpdate(key="d", value=b"4"),
-            DataUpdate(key="d", value=b""),  # last one wins
-            DataUpdate(key="e", value=b"5"),
-            DataUpdate(key="zz", value=b""),  # deleting a missing key is a no-op
-        ]
-    )
-    assert lst.update(batch) is True
-    assert _rows(db) == {"b": b"22", "c": b"3", "e": b"5"}
+    sinktest.check_incremental(lst, lambda: _rows(db))
 
 
 def test_digest_tracks_content_and_is_recomputed_at_open(lst: SqliteListener, db: Path) -> None:
-    seen = {_digest(lst)}
-    lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
-    seen.add(_digest(lst))
-    lst.update(_batch({"a": b"", "c": b"3"}))
-    held = _rows(db)
-    assert held == {"b": b"2", "c": b"3"}
-    assert _digest(lst) == snapshot_digest(held.items())
-    assert _digest(lst) not in seen
-    (reopened,) = create_listeners({"streams": ["s"], "path": str(db)})
-    assert _digest(reopened) == snapshot_digest(held.items())
-    reopened.close()
+    def reopen() -> SqliteListener:
+        (reopened,) = create_listeners({"streams": ["s"], "path": str(db)})
+        return reopened
+
+    sinktest.check_digest(lst, lambda: _rows(db), reopen=reopen)
 
 
 HOSTILE = {
@@ -349,44 +309,14 @@ def test_mirror_rejects_a_stream_name_it_cannot_turn_into_a_table(db: Path) -> N
         SqliteMirror(db, "no spaces")
 
 
-def _load_child() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "sqlite_crash_child", HERE / "sqlite_crash_child.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_sigkill_at_random_moments_leaves_old_or_new_state(tmp_path: Path) -> None:
-    a, b = _load_child().states()
     db = tmp_path / "crash.db"
-    rng = random.Random(4321)
-    outcomes: set[str] = set()
-    deadline = time.monotonic() + 10
-    iterations = 0
-    while iterations < 3 or (iterations < 12 and time.monotonic() < deadline):
-        iterations += 1
-        child = subprocess.Popen(
-            [sys.executable, str(HERE / "sqlite_crash_child.py"), str(db)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() in ("A", "B"), "the child applied nothing"
-        time.sleep(rng.uniform(0, 0.3))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        child.stdout.close()
-
-        mirror = SqliteMirror(db, "crash")  # reopening recomputes the digest from the table
-        try:
-            held = mirror.read()
-            assert held in (a, b), "a batch was half-applied"
-            outcomes.add("A" if held == a else "B")
-            assert mirror.digest() == snapshot_digest(held.items())
-        finally:
-            mirror.close()
-    assert outcomes
+    report = sinktest.check_crash_consistency(
+        "streamer_sqlite:create_listeners",
+        {"streams": ["crash"], "path": str(db)},
+        lambda: _rows(db, "crash"),  # another connection; reopening recomputes the digest
+        states=sinktest.CrashStates(n=5000),
+        seed=4321,
+    )
+    assert report.outcomes
