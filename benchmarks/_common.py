@@ -1,9 +1,11 @@
 """Shared helpers for the benchmark scripts: alternating rounds, the result table, the server
-process, RSS. Standard library only (plus grpc where a helper says so)."""
+process, RSS, no-op listeners, the command line. Standard library only (plus grpc where a helper
+says so)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -12,15 +14,17 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PYTHON = sys.executable
 SERVER_SCRIPT = HERE / "push_server.py"
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -57,18 +61,22 @@ def percentile(xs: Sequence[float], p: float) -> float:
     return s[k]
 
 
-def alternate(
-    rounds: int, variants: Sequence[tuple[str, Callable[[], float]]]
-) -> dict[str, list[float]]:
-    """Run every variant once per round, in order (baseline, project, baseline, ...).
+def in_turn(rounds: int, variants: Sequence[T]) -> Iterator[T]:
+    """Every variant once per round, in order (baseline, project, baseline, ...).
 
     The order flips on odd rounds so neither side always runs "warm" after the other.
     """
-    out: dict[str, list[float]] = {name: [] for name, _ in variants}
     for r in range(rounds):
-        order = variants if r % 2 == 0 else list(reversed(variants))
-        for name, fn in order:
-            out[name].append(fn())
+        yield from (variants if r % 2 == 0 else reversed(variants))
+
+
+def alternate(
+    rounds: int, variants: Sequence[tuple[str, Callable[[], float]]]
+) -> dict[str, list[float]]:
+    """Run every variant once per round (see ``in_turn``); each one's results, by name."""
+    out: dict[str, list[float]] = {name: [] for name, _ in variants}
+    for name, fn in in_turn(rounds, variants):
+        out[name].append(fn())
     return out
 
 
@@ -94,6 +102,30 @@ def rss_kib() -> int:
 def cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
+
+
+# -- listeners ---------------------------------------------------------------------------------
+
+
+class Idle:
+    """A listener that takes every batch and does nothing; subclasses override ``update``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def get_extra_args(self) -> None:
+        return None
+
+    def update(self, batch: Any) -> bool:
+        return True
+
+    def report_error(self, err: BaseException) -> None:
+        return None
+
+
+class AsyncIdle(Idle):
+    async def update(self, batch: Any) -> bool:  # type: ignore[override]
+        return True
 
 
 # -- the server process ------------------------------------------------------------------------
@@ -189,6 +221,20 @@ def emit(rows: Sequence[Row], as_json: bool) -> None:
         print(json.dumps([asdict(r) for r in rows]))
     else:
         print(table(rows))
+
+
+def bench_main(
+    p: argparse.ArgumentParser,
+    argv: list[str] | None,
+    run: Callable[[argparse.Namespace], Sequence[Row] | Coroutine[Any, Any, Sequence[Row]]],
+) -> int:
+    """Parse ``argv`` with ``p`` (from ``parser``), run the benchmark (in a fresh event loop when
+    ``run`` returns a coroutine) and print its rows."""
+    args = p.parse_args(argv)
+    result = run(args)
+    rows = asyncio.run(result) if isinstance(result, Coroutine) else result
+    emit(rows, args.json)
+    return 0
 
 
 def verdict(ok: bool) -> str:

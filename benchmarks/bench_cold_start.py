@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PYTHON, Row, emit, fmt, median, parser, ratios, verdict
+from _common import PYTHON, Row, bench_main, fmt, in_turn, median, parser, ratios, verdict
 
 TARGET_S = 0.5
 STREAMER = str(Path(PYTHON).with_name("streamer"))
@@ -93,12 +93,8 @@ def run(quick: bool, dists: int) -> list[Row]:
         times: dict[str, list[float]] = {k: [] for k in variants}
         for argv in variants.values():  # warm the page cache once
             timed(argv, env)
-        for r in range(rounds):
-            order = list(variants.items())
-            if r % 2:
-                order.reverse()
-            for k, argv in order:
-                times[k].append(timed(argv, env))
+        for k, argv in in_turn(rounds, list(variants.items())):
+            times[k].append(timed(argv, env))
         probe = subprocess.run(
             [PYTHON, "-c", NO_GRPC.format(cfg=cfg)],
             env=env,
@@ -134,9 +130,7 @@ def run(quick: bool, dists: int) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__ or "")
     p.add_argument("--dists", type=int, default=500)
-    args = p.parse_args(argv)
-    emit(run(args.quick, args.dists), args.json)
-    return 0
+    return bench_main(p, argv, lambda args: run(args.quick, args.dists))
 
 
 if __name__ == "__main__":

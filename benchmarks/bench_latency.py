@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import grpc.aio
-from _common import Row, ServerProcess, emit, fmt, parser, percentile, verdict
+from _common import Idle, Row, ServerProcess, bench_main, fmt, in_turn, parser, percentile, verdict
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
 from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
@@ -47,13 +47,11 @@ async def bare(address: str, n: int) -> list[float]:
     return out[SKIP:]
 
 
-class SyncRecorder:
+class SyncRecorder(Idle):
     def __init__(self, name: str, n: int, done: asyncio.Event) -> None:
-        self.name, self.n, self.lat = name, n, []
+        super().__init__(name)
+        self.n, self.lat = n, []
         self._done, self._loop = done, asyncio.get_running_loop()
-
-    def get_extra_args(self) -> None:
-        return None
 
     def _record(self, batch: DataUpdateBatch) -> bool:
         self.lat.append(latency_ms(batch))
@@ -63,9 +61,6 @@ class SyncRecorder:
 
     def update(self, batch: DataUpdateBatch) -> bool:
         return self._record(batch)
-
-    def report_error(self, err: BaseException) -> None:
-        return None
 
 
 class AsyncRecorder(SyncRecorder):
@@ -92,15 +87,12 @@ async def run(quick: bool) -> list[Row]:
     rounds = 1 if quick else 2
     lat: dict[str, list[float]] = {"bare": [], "sync": [], "async": []}
     with ServerProcess() as server:
-        for r in range(rounds):
-            order = [("bare", None), ("sync", SyncRecorder), ("async", AsyncRecorder)]
-            if r % 2:
-                order.reverse()
-            for name, cls in order:
-                if cls is None:
-                    lat[name] += await bare(server.address, n)
-                else:
-                    lat[name] += await project(server.address, n, cls)
+        variants = [("bare", None), ("sync", SyncRecorder), ("async", AsyncRecorder)]
+        for name, cls in in_turn(rounds, variants):
+            if cls is None:
+                lat[name] += await bare(server.address, n)
+            else:
+                lat[name] += await project(server.address, n, cls)
     rows = []
     b50, b99 = percentile(lat["bare"], 50), percentile(lat["bare"], 99)
     for name in ("sync", "async"):
@@ -120,9 +112,7 @@ async def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__ or "").parse_args(argv)
-    emit(asyncio.run(run(args.quick)), args.json)
-    return 0
+    return bench_main(parser(__doc__ or ""), argv, lambda args: run(args.quick))
 
 
 if __name__ == "__main__":

@@ -15,20 +15,24 @@ cap.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import contextlib
 
 from _common import (
+    Idle,
     Row,
     ServerProcess,
-    emit,
+    bench_main,
     fmt,
     free_port,
     parser,
@@ -68,20 +72,6 @@ class Recorder(NullObserver):
     def reconnect_scheduled(self, stream: str, delay: float, reason: str) -> None:
         if reason == "backoff":
             self.backoffs += 1
-
-
-class Idle:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def get_extra_args(self) -> None:
-        return None
-
-    def update(self, batch: object) -> bool:
-        return True
-
-    def report_error(self, err: BaseException) -> None:
-        return None
 
 
 async def run(n: int, outage: float, cap: float, jitter: float = 0.2) -> list[Row]:
@@ -147,17 +137,20 @@ async def run(n: int, outage: float, cap: float, jitter: float = 0.2) -> list[Ro
     ]
 
 
+def configured(args: argparse.Namespace) -> Coroutine[Any, Any, list[Row]]:
+    """``run`` with the defaults the command line left to ``--quick``."""
+    n = args.streams or (200 if args.quick else 1000)
+    outage = args.outage if args.outage is not None else (2.0 if args.quick else 10.0)
+    cap = args.cap or (2.0 if args.quick else 20.0)
+    return run(n, outage, cap)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__ or "")
     p.add_argument("--outage", type=float, default=None, help="seconds down (default 10)")
     p.add_argument("--streams", type=int, default=None, help="default 1000")
     p.add_argument("--cap", type=float, default=None, help="backoff cap (default 20)")
-    args = p.parse_args(argv)
-    n = args.streams or (200 if args.quick else 1000)
-    outage = args.outage if args.outage is not None else (2.0 if args.quick else 10.0)
-    cap = args.cap or (2.0 if args.quick else 20.0)
-    emit(asyncio.run(run(n, outage, cap)), args.json)
-    return 0
+    return bench_main(p, argv, configured)
 
 
 if __name__ == "__main__":

@@ -20,27 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Row, ServerProcess, emit, fmt, parser, percentile, verdict
+from _common import Idle, Row, ServerProcess, bench_main, fmt, parser, percentile, verdict
 
 from streamer import StaticRegistry, StreamState, new_streamer_client
 from streamer.events import NullObserver
 
 TARGET_P99_MS = 50.0
 MAGMA_GO_WORST_S = 20.0
-
-
-class Idle:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def get_extra_args(self) -> None:
-        return None
-
-    def update(self, batch: object) -> bool:
-        return True
-
-    def report_error(self, err: BaseException) -> None:
-        return None
 
 
 class Watch(NullObserver):
@@ -102,9 +88,7 @@ async def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__ or "").parse_args(argv)
-    emit(asyncio.run(run(args.quick)), args.json)
-    return 0
+    return bench_main(parser(__doc__ or ""), argv, lambda args: run(args.quick))
 
 
 if __name__ == "__main__":

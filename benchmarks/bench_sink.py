@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import Row, emit, fmt, median, parser, ratios, verdict  # noqa: E402
+from _common import Row, bench_main, fmt, in_turn, median, parser, ratios, verdict  # noqa: E402
 
 TARGET = 10.0
 CHANGED = 0.01
@@ -77,13 +77,12 @@ def run(quick: bool, keys: int) -> list[Row]:
 
         sync_s: list[float] = []
         rewrite_s: list[float] = []
-        for r in range(rounds):
-            pair = [
-                (sync_s, lambda: mirror.sync_snapshot(new)),
-                (rewrite_s, lambda: mirror.rewrite_snapshot(new)),
-            ]
-            for out, fn in pair if r % 2 == 0 else reversed(pair):
-                out.append(timed(fn))
+        pair = [
+            (sync_s, lambda: mirror.sync_snapshot(new)),
+            (rewrite_s, lambda: mirror.rewrite_snapshot(new)),
+        ]
+        for out, fn in in_turn(rounds, pair):
+            out.append(timed(fn))
         assert mirror.read() == new
         ratio = median(ratios(rewrite_s, sync_s))
         rows.append(
@@ -112,16 +111,15 @@ def run(quick: bool, keys: int) -> list[Row]:
 
         upd_s: list[float] = []
         naive_s: list[float] = []
-        for r in range(rounds):
-            pair = [
-                (upd_s, lambda: listener.update(batch)),
-                (naive_s, lambda: naive_rewrite(conn, table, batch)),
-            ]
-            for out, fn in pair if r % 2 == 0 else reversed(pair):
-                lreset()
-                t0 = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - t0)
+        pair = [
+            (upd_s, lambda: listener.update(batch)),
+            (naive_s, lambda: naive_rewrite(conn, table, batch)),
+        ]
+        for out, fn in in_turn(rounds, pair):
+            lreset()
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
         listener.close()
         ratio = median(ratios(naive_s, upd_s))
         rows.append(
@@ -142,9 +140,7 @@ def run(quick: bool, keys: int) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__ or "")
     p.add_argument("--keys", type=int, default=20_000)
-    args = p.parse_args(argv)
-    emit(run(args.quick, args.keys), args.json)
-    return 0
+    return bench_main(p, argv, lambda args: run(args.quick, args.keys))
 
 
 if __name__ == "__main__":

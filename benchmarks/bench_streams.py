@@ -24,10 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    AsyncIdle,
+    Idle,
     Row,
     ServerProcess,
-    emit,
+    bench_main,
     fmt,
+    in_turn,
     median,
     parser,
     ratios,
@@ -91,24 +94,7 @@ async def child_project(
                 if self.streaming == n:
                     all_streaming.set()
 
-    class SyncListener:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def get_extra_args(self) -> None:
-            return None
-
-        def update(self, batch: object) -> bool:
-            return True
-
-        def report_error(self, err: BaseException) -> None:
-            return None
-
-    class AsyncListener(SyncListener):
-        async def update(self, batch: object) -> bool:  # type: ignore[override]
-            return True
-
-    cls = AsyncListener if use_async else SyncListener
+    cls = AsyncIdle if use_async else Idle
     listeners = [cls(f"hold/{i}") for i in range(n)]
     rss0 = rss_kib()
     t0 = time.perf_counter()
@@ -160,26 +146,22 @@ def run(quick: bool, streams: int) -> list[Row]:
     rounds = 1 if quick else 3
     data: dict[str, list[dict[str, float]]] = {k: [] for k in VARIANTS}
     with ServerProcess() as server:
-        for r in range(rounds):
-            order = list(VARIANTS.items())
-            if r % 2:
-                order.reverse()
-            for name, extra in order:
-                kind = "bare" if name == "bare" else "project"
-                data[name].append(
-                    run_child(
-                        [
-                            __file__,
-                            "--child",
-                            kind,
-                            "--address",
-                            server.address,
-                            "--streams",
-                            str(n),
-                            *extra,
-                        ]
-                    )
+        for name, extra in in_turn(rounds, list(VARIANTS.items())):
+            kind = "bare" if name == "bare" else "project"
+            data[name].append(
+                run_child(
+                    [
+                        __file__,
+                        "--child",
+                        kind,
+                        "--address",
+                        server.address,
+                        "--streams",
+                        str(n),
+                        *extra,
+                    ]
                 )
+            )
 
     def per_stream(d: dict[str, float]) -> float:
         return (d["rss1"] - d["rss0"]) / n
@@ -227,9 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p = parser(__doc__ or "")
     p.add_argument("--streams", type=int, default=1000)
-    args = p.parse_args(argv)
-    emit(run(args.quick, args.streams), args.json)
-    return 0
+    return bench_main(p, argv, lambda args: run(args.quick, args.streams))
 
 
 if __name__ == "__main__":

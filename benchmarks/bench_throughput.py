@@ -20,11 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import grpc.aio
 from _common import (
+    Idle,
     Row,
     ServerProcess,
+    bench_main,
     cpu_seconds,
-    emit,
     fmt,
+    in_turn,
     median,
     parser,
     ratios,
@@ -64,21 +66,16 @@ async def bare(address: str, stream: str, n: int) -> tuple[float, float]:
     return elapsed, cpu
 
 
-class SyncNoop:
+class SyncNoop(Idle):
     def __init__(self, name: str, n: int, done: Callable[[], None]) -> None:
-        self.name, self.left, self._done = name, n, done
-
-    def get_extra_args(self) -> None:
-        return None
+        super().__init__(name)
+        self.left, self._done = n, done
 
     def update(self, batch: DataUpdateBatch) -> bool:
         self.left -= 1
         if self.left == 0:
             self._done()
         return True
-
-    def report_error(self, err: BaseException) -> None:
-        return None
 
 
 class AsyncNoop(SyncNoop):
@@ -118,17 +115,14 @@ async def run_case(cid: str, address: str, quick: bool) -> list[Row]:
 
     rounds = 3 if quick else 9
     results: dict[str, list[float]] = {"bare": [], "sync": [], "async": []}
-    for r in range(rounds):
-        order = [("bare", None), ("sync", SyncNoop), ("async", AsyncNoop)]
-        if r % 2:
-            order.reverse()
-        for name, cls in order:
-            if cls is None:
-                elapsed, c = await bare(address, stream, n)
-            else:
-                elapsed, c = await project(address, stream, n, cls)
-            results[name].append(n / elapsed)
-            cpu[name].append(c)
+    variants = [("bare", None), ("sync", SyncNoop), ("async", AsyncNoop)]
+    for name, cls in in_turn(rounds, variants):
+        if cls is None:
+            elapsed, c = await bare(address, stream, n)
+        else:
+            elapsed, c = await project(address, stream, n, cls)
+        results[name].append(n / elapsed)
+        cpu[name].append(c)
     rows = []
     base = results["bare"]
     what = f"batches/s, {updates} x {size} B"
@@ -151,10 +145,10 @@ async def run_case(cid: str, address: str, quick: bool) -> list[Row]:
     return rows
 
 
-async def main_async(ids: list[str], quick: bool) -> list[Row]:
+async def main_async(only: str, quick: bool) -> list[Row]:
     rows: list[Row] = []
     with ServerProcess() as server:
-        for cid in ids:
+        for cid in (i for i in only.split(",") if i in CASES):
             rows += await run_case(cid, server.address, quick)
     return rows
 
@@ -162,10 +156,7 @@ async def main_async(ids: list[str], quick: bool) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__ or "")
     p.add_argument("--only", default="B1,B2")
-    args = p.parse_args(argv)
-    ids = [i for i in args.only.split(",") if i in CASES]
-    emit(asyncio.run(main_async(ids, args.quick)), args.json)
-    return 0
+    return bench_main(p, argv, lambda args: main_async(args.only, args.quick))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Row, emit, fmt, parser, percentile, verdict
+from _common import Idle, Row, bench_main, fmt, parser, percentile, verdict
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
 from streamer.server import ReferenceServer
@@ -35,18 +35,15 @@ POLL_SLACK_S = 0.05  # one call's round trip on loopback
 MAGMA = {"Go": 40.0, "Python": 60.0}
 
 
-class Seer:
+class Seer(Idle):
     """Sets ``seen`` when ``update`` delivers the awaited value of key ``k``."""
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        super().__init__(name)
         self.want: bytes | None = None
         self.seen_at = 0.0
         self.seen = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-
-    def get_extra_args(self) -> None:
-        return None
 
     def _check(self, batch) -> bool:  # type: ignore[no-untyped-def]
         for u in batch.updates:
@@ -57,9 +54,6 @@ class Seer:
 
     def update(self, batch) -> bool:  # type: ignore[no-untyped-def]
         return self._check(batch)
-
-    def report_error(self, err: BaseException) -> None:
-        return None
 
 
 class AsyncSeer(Seer):
@@ -137,9 +131,7 @@ async def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__ or "").parse_args(argv)
-    emit(asyncio.run(run(args.quick)), args.json)
-    return 0
+    return bench_main(parser(__doc__ or ""), argv, lambda args: run(args.quick))
 
 
 if __name__ == "__main__":

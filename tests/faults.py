@@ -12,17 +12,17 @@ and servers the scripted test server cannot be (custom channel options, raw resp
 New connections are always forwarded, so a client that notices the fault and reconnects gets
 through. ``proxy.accepted`` counts connections.
 
-``make_sink_site`` writes real plugin distributions for host-level fault tests.
+``make_sink_site`` writes real plugin distributions for host-level fault tests. ``eventually``
+and ``write_config`` (from tests.helpers) are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import grpc.aio
 from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
 from streamer.server import SERVICE
 from streamer.testing import ScriptedServer
+from tests.helpers import eventually, write_config
 from tests.plugin_fixtures import make_dist
 
 __all__ = [
@@ -280,16 +281,6 @@ class RawServer:
         await self.stop()
 
 
-async def eventually(predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    """Poll ``predicate`` every 5 ms until it is truthy; AssertionError after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        await asyncio.sleep(0.005)
-
-
 # A listener plugin for host-level tests: appends {"stream", "keys"} (never values) to ``out`` per
 # batch; ``raises = true`` makes update() raise on every batch.
 SINK_MODULE = """
@@ -323,39 +314,14 @@ def factory(config):
 def make_sink_site(site: Path, names: Sequence[str], broken: Sequence[str] = ()) -> Path:
     """Distributions ``plug-<name>`` (entry point ``<name>``) running SINK_MODULE, and for each
     of ``broken`` one whose module cannot be imported."""
-    for name in names:
+    broken_module = "import reliability_no_such_module_anywhere\n"
+    sources = {name: SINK_MODULE for name in names} | {name: broken_module for name in broken}
+    for name, source in sources.items():
         module = f"reliability_{name}"
         make_dist(
             site,
             f"plug-{name}",
             entry_points={name: f"{module}:factory"},
-            modules={module: SINK_MODULE},
-        )
-    for name in broken:
-        module = f"reliability_{name}"
-        make_dist(
-            site,
-            f"plug-{name}",
-            entry_points={name: f"{module}:factory"},
-            modules={module: "import reliability_no_such_module_anywhere\n"},
+            modules={module: source},
         )
     return site
-
-
-def write_config(
-    path: Path,
-    target: str,
-    plugins: Mapping[str, Mapping[str, object]],
-    cloud: Mapping[str, object] | None = None,
-) -> Path:
-    """A streamer.toml: ``[cloud] target`` (+ ``cloud``), fast streaming, one table per plugin.
-    Values are written as JSON, which is valid TOML for strings, numbers, booleans and lists."""
-    lines = [f"plugins = {json.dumps(list(plugins))}", "", "[cloud]"]
-    lines.append(f"target = {json.dumps(target)}")
-    lines += [f"{k} = {json.dumps(v)}" for k, v in (cloud or {}).items()]
-    lines += ["", "[streaming]", "interval = 0.2", "backoff_initial = 0.05", "backoff_max = 0.2"]
-    lines += ["shutdown_timeout = 2.0"]
-    for name, table in plugins.items():
-        lines += ["", f"[plugin.{name}]"] + [f"{k} = {json.dumps(v)}" for k, v in table.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path

@@ -7,11 +7,9 @@ stream of changes and a restart, every sink converges on the server's current sn
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import sqlite3
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,8 @@ from streamer_files import read_stream
 
 from streamer.server import ReferenceServer
 from streamer.sources import MemorySource
+from tests import helpers
+from tests.helpers import RunningHost
 
 pytestmark = pytest.mark.slow
 
@@ -27,34 +27,14 @@ STREAMS = {"subscriberdb": "files", "policydb": "sqlite", "sessions": "redis", "
 
 
 def write_config(path: Path, target: str, work: Path, redis_url: str) -> None:
-    path.write_text(
-        f"""plugins = ["files", "sqlite", "redis", "log"]
-
-[cloud]
-target = "{target}"
-
-[streaming]
-interval = 0.3
-backoff_initial = 0.05
-backoff_max = 0.3
-
-[plugin.files]
-streams = ["subscriberdb"]
-dir = "{work / "files"}"
-
-[plugin.sqlite]
-streams = ["policydb"]
-path = "{work / "mirror.db"}"
-
-[plugin.redis]
-streams = ["sessions"]
-url = "{redis_url}"
-key_prefix = "e2e:"
-
-[plugin.log]
-streams = ["network"]
-"""
-    )
+    plugins: dict[str, dict[str, object]] = {
+        "files": {"streams": ["subscriberdb"], "dir": str(work / "files")},
+        "sqlite": {"streams": ["policydb"], "path": str(work / "mirror.db")},
+        "redis": {"streams": ["sessions"], "url": redis_url, "key_prefix": "e2e:"},
+        "log": {"streams": ["network"]},
+    }
+    streaming = {"interval": 0.3, "backoff_max": 0.3, "shutdown_timeout": None}
+    helpers.write_config(path, target, plugins, streaming=streaming)
 
 
 class Sinks:
@@ -92,25 +72,8 @@ class Sinks:
         }
 
 
-async def eventually(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.05)
-
-
-async def start_host(cfg: Path, log: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streamer.cli",
-        "run",
-        "--config",
-        str(cfg),
-        stdout=log.open("a"),
-        stderr=asyncio.subprocess.STDOUT,
-    )
+# Poll every 50 ms for up to 20 s.
+eventually = functools.partial(helpers.eventually, timeout=20.0, interval=0.05)
 
 
 def initial_data() -> dict[str, dict[str, bytes]]:
@@ -133,10 +96,10 @@ async def test_all_plugins_mirror_and_converge_after_sigkill(
     write_config(cfg, server.address, tmp_path, redis_server)
     sinks = Sinks(tmp_path, redis_server)
     mirrored = {s: source.get(s) for s in ("subscriberdb", "policydb", "sessions")}
-    host = await start_host(cfg, log)
+    host = await RunningHost.start(cfg, log, append=True)
     try:
         await eventually(lambda: sinks.all() == mirrored, "initial snapshots in every sink")
-        assert "stream=network updates=1 resync=True" in log.read_text()
+        assert "stream=network updates=1 resync=True" in host.logtext()
 
         # Live changes, including deletions, arrive in every sink.
         source.set("subscriberdb", "IMSI999", b"new")
@@ -158,23 +121,22 @@ async def test_all_plugins_mirror_and_converge_after_sigkill(
 
         churner = asyncio.create_task(churn())
         await asyncio.sleep(0.3)
-        host.send_signal(signal.SIGKILL)
-        await host.wait()
+        host.proc.send_signal(signal.SIGKILL)
+        await host.proc.wait()
         await churner
         source.replace("policydb", {"only-rule": b"rate=1"})
         expected = {s: source.get(s) for s in mirrored}
 
         # Restart: every sink converges on the server's current snapshot.
-        host = await start_host(cfg, log)
+        host = await RunningHost.start(cfg, log, append=True)
         await eventually(lambda: sinks.all() == expected, "convergence after SIGKILL")
     finally:
-        if host.returncode is None:
-            host.send_signal(signal.SIGTERM)
+        if host.proc.returncode is None:
             try:
-                code = await asyncio.wait_for(host.wait(), 15)
+                code = await host.stop(15)
             except asyncio.TimeoutError:
-                host.kill()
-                code = await host.wait()
+                host.proc.kill()
+                code = await host.proc.wait()
             assert code == 0, log.read_text()[-3000:]
         sinks.redis.close()
         await server.stop(0)

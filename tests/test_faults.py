@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import itertools
 import random
-import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -20,14 +19,9 @@ from streamer.client import Client
 from streamer.proto import DataUpdate, DataUpdateBatch
 from streamer.stream import StreamRpcError
 from streamer.testing import CallHandle, ScriptedServer
-from tests.faults import PERMIT_FAST_PINGS, FaultProxy, OptionsScriptedServer, eventually
+from tests.faults import PERMIT_FAST_PINGS, FaultProxy, OptionsScriptedServer
+from tests.helpers import eventually, free_port
 from tests.listeners import Recorder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fast_client(target: str, **registry: object) -> Client:

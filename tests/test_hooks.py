@@ -111,6 +111,24 @@ def test_logging_observer_one_info_line_per_meaningful_change(
     assert "secret-value" not in caplog.text  # values never logged, not even at DEBUG
 
 
+def hook_site(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, source: str, **classes: str
+) -> Path:
+    """A site on sys.path with one distribution (``module`` with ``_`` as ``-``) whose
+    ``streamer.hooks`` entry points name ``classes`` of ``module`` (not imported yet)."""
+    site = tmp_path / "site"
+    make_dist(
+        site,
+        module.replace("_", "-"),
+        entry_points={name: f"{module}:{cls}" for name, cls in classes.items()},
+        modules={module: source},
+        group="streamer.hooks",
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    return site
+
+
 OBSERVER_MODULE = """
 from streamer.hooks import hookimpl
 
@@ -130,16 +148,9 @@ class Audit:
 def test_observers_from_entry_points_enabled_by_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site = tmp_path / "site"
-    make_dist(
-        site,
-        "audit-hook",
-        entry_points={"audit": "audit_hook:Audit", "other": "audit_hook:Missing"},
-        modules={"audit_hook": OBSERVER_MODULE},
-        group="streamer.hooks",
+    site = hook_site(
+        tmp_path, monkeypatch, "audit_hook", OBSERVER_MODULE, audit="Audit", other="Missing"
     )
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.delitem(sys.modules, "audit_hook", raising=False)
     config = config_from_text(
         'hooks = ["audit"]\n[hook.audit]\nprefix = "x-"\n', tmp_path / "streamer.toml"
     )
@@ -188,16 +199,7 @@ class ExtraArg:
 def test_observer_with_unknown_hook_or_argument_is_a_load_problem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site = tmp_path / "site"
-    make_dist(
-        site,
-        "typo-hook",
-        entry_points={"typo": "typo_hook:Typo", "extra": "typo_hook:ExtraArg"},
-        modules={"typo_hook": TYPO_MODULE},
-        group="streamer.hooks",
-    )
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.delitem(sys.modules, "typo_hook", raising=False)
+    site = hook_site(tmp_path, monkeypatch, "typo_hook", TYPO_MODULE, typo="Typo", extra="ExtraArg")
     config = config_from_text('hooks = ["typo", "extra"]\n', tmp_path / "streamer.toml")
     loaded, problems = load_hooks(config, list(dists(site)))
     assert loaded == []

@@ -5,18 +5,19 @@ SIGTERM shutdown and SIGHUP reload."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import os
 import signal
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from streamer.server import ReferenceServer
 from streamer.sources import MemorySource
+from tests import helpers
+from tests.helpers import RunningHost, run_cli, seen, streamer_env
 from tests.plugin_fixtures import make_dist
 
 SINK_MODULE = """
@@ -53,37 +54,23 @@ def factory(config):
     for sink in sinks:
         sink.close_delay = config.get("close_delay", 0)
     return sinks
-"""
-
-BROKEN_MODULE = "import definitely_not_installed_module_xyz\n"
-
-STUCK_MODULE = """
-import pathlib, time
 
 
-class Stuck:
-    def __init__(self, name, out):
-        self.name = name
-        self.out = pathlib.Path(out)
-
-    def get_extra_args(self):
-        return None
-
+class Stuck(Sink):
     def update(self, batch):
         pathlib.Path(str(self.out) + ".stuck").write_text("in update")
         time.sleep(3600)
         return True
 
-    def report_error(self, error):
-        return None
-
     def close(self):
         pathlib.Path(str(self.out) + ".closed.stuck").write_text("closed")
 
 
-def factory(config):
+def stuck_factory(config):
     return [Stuck(s, config["out"]) for s in config["streams"]]
 """
+
+BROKEN_MODULE = "import definitely_not_installed_module_xyz\n"
 
 
 def sink_source(marker: Path, *, quits: bool = False) -> str:
@@ -93,28 +80,24 @@ def sink_source(marker: Path, *, quits: bool = False) -> str:
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
     """A directory of real distributions: alpha, beta (same stream name as alpha's 'shared'),
-    gamma (never enabled, writes a marker if imported), broken (import fails), quitter."""
+    gamma (never enabled, writes a marker if imported), broken (import fails), quitter, stuck
+    (its update() never returns)."""
     site = tmp_path / "site"
     markers = tmp_path / "markers"
     markers.mkdir()
-    for dist, module, extra in (
-        ("plug-alpha", "plug_alpha", {}),
-        ("plug-beta", "plug_beta", {}),
-        ("plug-gamma", "plug_gamma", {}),
-        ("plug-quitter", "plug_quitter", {"quits": True}),
+    for dist, module, factory, extra in (
+        ("plug-alpha", "plug_alpha", "factory", {}),
+        ("plug-beta", "plug_beta", "factory", {}),
+        ("plug-gamma", "plug_gamma", "factory", {}),
+        ("plug-quitter", "plug_quitter", "factory", {"quits": True}),
+        ("plug-stuck", "plug_stuck", "stuck_factory", {}),
     ):
         make_dist(
             site,
             dist,
-            entry_points={dist.removeprefix("plug-"): f"{module}:factory"},
+            entry_points={dist.removeprefix("plug-"): f"{module}:{factory}"},
             modules={module: sink_source(markers / module, **extra)},
         )
-    make_dist(
-        site,
-        "plug-stuck",
-        entry_points={"stuck": "plug_stuck:factory"},
-        modules={"plug_stuck": STUCK_MODULE},
-    )
     make_dist(
         site,
         "plug-broken",
@@ -124,44 +107,19 @@ def site(tmp_path: Path) -> Path:
     return site
 
 
-def env_for(*paths: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in paths)
-    env.pop("STREAMER_CONFIG", None)
-    return env
-
-
 def write_config(
     path: Path,
     target: str,
     plugins: dict[str, list[str]],
     out: Path,
-    extra: dict[str, str] | None = None,
+    extra: dict[str, dict[str, object]] | None = None,
 ) -> Path:
-    lines = [f"plugins = {json.dumps(list(plugins))}", "", "[cloud]", f'target = "{target}"']
-    lines += ["", "[streaming]", "interval = 0.2", "backoff_initial = 0.05", "backoff_max = 0.2"]
-    lines += ["shutdown_timeout = 3.0"]
-    for name, streams in plugins.items():
-        lines += ["", f"[plugin.{name}]", f"streams = {json.dumps(streams)}"]
-        lines.append(f"out = {json.dumps(str(out))}")
-        if extra and name in extra:
-            lines.append(extra[name])
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    import subprocess
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return proc.returncode, proc.stdout + proc.stderr
+    """Each plugin streams ``plugins[name]`` to ``out`` (+ ``extra[name]``); 3 s shutdown."""
+    tables = {
+        name: {"streams": streams, "out": str(out), **(extra or {}).get(name, {})}
+        for name, streams in plugins.items()
+    }
+    return helpers.write_config(path, target, tables, streaming={"shutdown_timeout": 3.0})
 
 
 # -- check / list ------------------------------------------------------------------------------
@@ -169,7 +127,7 @@ def cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
 
 def test_check_ok_enables_by_name_and_imports_only_enabled(site: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "s.toml", "127.0.0.1:1", {"alpha": ["a1", "a2"]}, tmp_path / "o")
-    code, out = cli("check", "--config", str(cfg), env=env_for(site))
+    code, out = run_cli("check", "--config", str(cfg), env=streamer_env(site))
     assert code == 0, out
     assert "OK" in out
     assert "plug-alpha[alpha] 1.0: streams a1, a2" in out
@@ -181,7 +139,7 @@ def test_check_ok_enables_by_name_and_imports_only_enabled(site: Path, tmp_path:
 def test_check_reports_every_problem_at_once(site: Path, tmp_path: Path) -> None:
     plugins = {"alpah": ["x"], "broken": ["y"], "alpha": ["shared"], "beta": ["shared"]}
     cfg = write_config(tmp_path / "s.toml", "127.0.0.1:1", plugins, tmp_path / "o")
-    code, out = cli("check", "--config", str(cfg), env=env_for(site))
+    code, out = run_cli("check", "--config", str(cfg), env=streamer_env(site))
     assert code == 2, out
     assert "alpah: enabled but not installed" in out
     assert "did you mean 'alpha'?" in out
@@ -193,13 +151,13 @@ def test_check_reports_every_problem_at_once(site: Path, tmp_path: Path) -> None
 
 def test_same_distribution_twice_on_sys_path_counts_once(site: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "s.toml", "127.0.0.1:1", {"alpha": ["a"]}, tmp_path / "o")
-    code, out = cli("check", "--config", str(cfg), env=env_for(site, site))
+    code, out = run_cli("check", "--config", str(cfg), env=streamer_env(site, site))
     assert code == 0, out
 
 
 def test_run_refuses_to_start_on_load_problems(site: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "s.toml", "127.0.0.1:1", {"broken": ["y"]}, tmp_path / "o")
-    code, out = cli("run", "--config", str(cfg), env=env_for(site))
+    code, out = run_cli("run", "--config", str(cfg), env=streamer_env(site))
     assert code == 2
     assert "not started" in out and "plug-broken[broken]" in out
 
@@ -209,7 +167,7 @@ def test_check_config_error_names_file_and_key(site: Path, tmp_path: Path) -> No
     cfg.write_text(
         'plugins = ["alpha"]\n[cloud]\ntarget = "127.0.0.1:1"\n[streaming]\nintervall = 3\n'
     )
-    code, out = cli("check", "--config", str(cfg), env=env_for(site))
+    code, out = run_cli("check", "--config", str(cfg), env=streamer_env(site))
     assert code == 2
     assert f"{cfg}: streaming.intervall" in out
     assert "interval" in out  # suggestion
@@ -217,7 +175,7 @@ def test_check_config_error_names_file_and_key(site: Path, tmp_path: Path) -> No
 
 def test_list_table_and_json(site: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "s.toml", "127.0.0.1:1", {"alpha": ["a1"]}, tmp_path / "o")
-    code, out = cli("list", "--config", str(cfg), env=env_for(site))
+    code, out = run_cli("list", "--config", str(cfg), env=streamer_env(site))
     assert code == 0, out
     lines = out.splitlines()
     assert lines[0].split() == ["NAME", "DIST", "VERSION", "ENABLED", "STATUS", "STREAMS"]
@@ -225,7 +183,7 @@ def test_list_table_and_json(site: Path, tmp_path: Path) -> None:
     assert alpha.split() == ["alpha", "plug-alpha", "1.0", "yes", "ok", "a1"]
     gamma = next(line for line in lines if line.startswith("gamma"))
     assert gamma.split()[3:5] == ["no", "disabled"]
-    code, out = cli("list", "--config", str(cfg), "--json", env=env_for(site))
+    code, out = run_cli("list", "--config", str(cfg), "--json", env=streamer_env(site))
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["alpha"]["streams"] == ["a1"] and rows["alpha"]["status"] == "ok"
     assert not (tmp_path / "markers" / "plug_gamma").exists()
@@ -234,30 +192,18 @@ def test_list_table_and_json(site: Path, tmp_path: Path) -> None:
 # -- run ---------------------------------------------------------------------------------------
 
 
-class Running:
-    def __init__(self, proc: asyncio.subprocess.Process, out: Path, log: Path) -> None:
-        self.proc = proc
-        self.out = out
-        self.log = log
+class Running(RunningHost):
+    """The host, its config file and the file its sink plugins write (``out``)."""
 
-    def lines(self) -> list[dict[str, object]]:
-        if not self.out.exists():
-            return []
-        return [json.loads(line) for line in self.out.read_text().splitlines() if line]
+    cfg: Path
+    out: Path
 
     def seen(self, stream: str, key: str) -> bool:
-        return any(r["stream"] == stream and key in r["keys"] for r in self.lines())  # type: ignore[operator]
-
-    def logtext(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
+        return seen(self.out, stream, key)
 
 
-async def eventually(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.05)
+# `streamer run` answers in a child process: poll every 50 ms for up to 15 s.
+eventually = functools.partial(helpers.eventually, timeout=15.0, interval=0.05)
 
 
 @pytest.fixture
@@ -269,36 +215,33 @@ async def cloud() -> AsyncIterator[tuple[ReferenceServer, MemorySource]]:
     await server.stop(0)
 
 
-async def start_host(cfg: Path, env: dict[str, str], tmp_path: Path, out: Path) -> Running:
-    log = tmp_path / "host.log"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streamer.cli",
-        "run",
-        "--config",
-        str(cfg),
-        env=env,
-        stdout=log.open("w"),
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    return Running(proc, out, log)
+async def start_host(
+    site: Path,
+    tmp_path: Path,
+    server: ReferenceServer,
+    plugins: dict[str, list[str]],
+    extra: dict[str, dict[str, object]] | None = None,
+) -> Running:
+    """`streamer run` with ``plugins`` from ``site``, streaming from ``server``."""
+    out = tmp_path / "out.jsonl"
+    cfg = write_config(tmp_path / "s.toml", server.address, plugins, out, extra)
+    host = await Running.start(cfg, tmp_path / "host.log", env=streamer_env(site))
+    host.cfg, host.out = cfg, out
+    return host
 
 
 async def test_sigterm_stops_cleanly_and_closes_listeners(
     site: Path, tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]
 ) -> None:
     server, source = cloud
-    out = tmp_path / "out.jsonl"
-    cfg = write_config(tmp_path / "s.toml", server.address, {"alpha": ["a1", "a2"]}, out)
-    host = await start_host(cfg, env_for(site), tmp_path, out)
+    host = await start_host(site, tmp_path, server, {"alpha": ["a1", "a2"]})
     await eventually(lambda: host.seen("a1", "k0") and host.seen("a2", "k0"), "snapshots")
     source.set("a1", "k1", b"v1")
     await eventually(lambda: host.seen("a1", "k1"), "pushed change")
     host.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(host.proc.wait(), 10) == 0, host.logtext()
     for stream in ("a1", "a2"):
-        assert Path(f"{out}.closed.{stream}").exists()
+        assert Path(f"{host.out}.closed.{stream}").exists()
     assert "shutting down" in host.logtext()
 
 
@@ -306,9 +249,8 @@ async def test_sighup_reload_applies_difference(
     site: Path, tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]
 ) -> None:
     server, source = cloud
-    out = tmp_path / "out.jsonl"
-    cfg = write_config(tmp_path / "s.toml", server.address, {"alpha": ["a1"], "beta": ["b1"]}, out)
-    host = await start_host(cfg, env_for(site), tmp_path, out)
+    host = await start_host(site, tmp_path, server, {"alpha": ["a1"], "beta": ["b1"]})
+    cfg, out = host.cfg, host.out
     try:
         await eventually(lambda: host.seen("a1", "k0") and host.seen("b1", "k0"), "snapshots")
         calls_a1 = sum(r.stream_name == "a1" for r in server.requests)
@@ -344,20 +286,16 @@ async def test_sighup_reload_applies_difference(
         await eventually(lambda: host.seen("q1", "k3") and host.seen("a1", "k3"), "still live")
         assert host.proc.returncode is None
     finally:
-        if host.proc.returncode is None:
-            host.proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(host.proc.wait(), 10) == 0, host.logtext()
+        assert await host.stop() == 0, host.logtext()
 
 
 async def test_exits_nonzero_when_every_listener_stopped_itself(
     site: Path, tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]
 ) -> None:
     server, _ = cloud
-    out = tmp_path / "out.jsonl"
     # The quitter's report_error returns the error: an unknown stream makes the server answer
     # NOT_FOUND, so the listener stops itself.
-    cfg = write_config(tmp_path / "s.toml", server.address, {"quitter": ["nope"]}, out)
-    host = await start_host(cfg, env_for(site), tmp_path, out)
+    host = await start_host(site, tmp_path, server, {"quitter": ["nope"]})
     code = await asyncio.wait_for(host.proc.wait(), 15)
     assert code == 1, host.logtext()
     assert "every stream was stopped by its listener" in host.logtext()
@@ -369,9 +307,8 @@ async def test_sigterm_with_a_stuck_update_exits_within_the_shutdown_timeout(
     site: Path, tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]
 ) -> None:
     server, _ = cloud
-    out = tmp_path / "out.jsonl"
-    cfg = write_config(tmp_path / "s.toml", server.address, {"stuck": ["a1"], "alpha": ["a2"]}, out)
-    host = await start_host(cfg, env_for(site), tmp_path, out)
+    host = await start_host(site, tmp_path, server, {"stuck": ["a1"], "alpha": ["a2"]})
+    out = host.out
     await eventually(lambda: Path(f"{out}.stuck").exists() and host.seen("a2", "k0"), "streams")
     started = time.monotonic()
     host.proc.send_signal(signal.SIGTERM)
@@ -391,12 +328,10 @@ async def test_closes_run_concurrently_and_sighup_during_shutdown_is_ignored(
     """Three close() calls of 2 s each fit the 3 s shutdown_timeout only when run together;
     a SIGHUP arriving meanwhile must not kill the process (its default action)."""
     server, _ = cloud
-    out = tmp_path / "out.jsonl"
     streams = ["a1", "a2", "b1"]
-    cfg = write_config(
-        tmp_path / "s.toml", server.address, {"alpha": streams}, out, {"alpha": "close_delay = 2"}
+    host = await start_host(
+        site, tmp_path, server, {"alpha": streams}, {"alpha": {"close_delay": 2}}
     )
-    host = await start_host(cfg, env_for(site), tmp_path, out)
     await eventually(lambda: all(host.seen(s, "k0") for s in streams), "snapshots")
     host.proc.send_signal(signal.SIGTERM)
     await asyncio.sleep(0.5)
@@ -405,7 +340,7 @@ async def test_closes_run_concurrently_and_sighup_during_shutdown_is_ignored(
     assert code == 0, host.logtext()
     assert "SIGHUP ignored: shutting down" in host.logtext()
     for stream in streams:
-        assert Path(f"{out}.closed.{stream}").exists(), host.logtext()
+        assert Path(f"{host.out}.closed.{stream}").exists(), host.logtext()
 
 
 async def test_stopping_a_plugin_whose_streams_never_began(

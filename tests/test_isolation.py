@@ -6,11 +6,8 @@ up, and the log lines name the plugin or stream at fault."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,8 @@ from streamer.proto import DataUpdateBatch
 from streamer.server import ReferenceServer
 from streamer.sources import MemorySource
 from streamer.testing import CallHandle, ScriptedServer
-from tests.faults import eventually, make_sink_site, write_config
+from tests.faults import make_sink_site
+from tests.helpers import RunningHost, eventually, seen, streamer_env, write_config
 from tests.listeners import Recorder
 
 
@@ -125,16 +123,6 @@ async def test_misbehaving_listeners_do_not_disturb_others(
 # -- host level ---------------------------------------------------------------------------------
 
 
-def lines(out: Path) -> list[dict[str, Any]]:
-    if not out.exists():
-        return []
-    return [json.loads(line) for line in out.read_text().splitlines() if line]
-
-
-def seen(out: Path, stream: str, key: str) -> bool:
-    return any(r["stream"] == stream and key in r["keys"] for r in lines(out))
-
-
 @pytest.mark.slow
 async def test_host_survives_failing_plugin_and_failed_import_on_reload(tmp_path: Path) -> None:
     site = make_sink_site(tmp_path / "site", ["good", "raiser"], broken=["broken"])
@@ -147,15 +135,8 @@ async def test_host_survives_failing_plugin_and_failed_import_on_reload(tmp_path
         "raiser": {"streams": ["r1"], "out": str(out), "raises": True},
     }
     cfg = write_config(tmp_path / "streamer.toml", server.address, plugins)
-    log = tmp_path / "host.log"
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    env.pop("STREAMER_CONFIG", None)
-    with log.open("w") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "streamer.cli", "run", "--config", str(cfg),
-            env=env, stdout=sink, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-    text = log.read_text
+    host = await RunningHost.start(cfg, tmp_path / "host.log", env=streamer_env(site))
+    proc, text = host.proc, host.logtext
     try:
         await eventually(lambda: seen(out, "g1", "k0"), "good plugin streaming", timeout=15)
         await eventually(
@@ -175,9 +156,7 @@ async def test_host_survives_failing_plugin_and_failed_import_on_reload(tmp_path
         assert proc.returncode is None  # the host stayed up
         assert sum(r.stream_name == "g1" for r in server.requests) == 1  # never restarted
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 10)
+        code = await host.stop()
         await server.stop(0)
     assert code == 0, text()
     errors = [line for line in text().splitlines() if " ERROR " in line]

@@ -4,15 +4,12 @@ DEBUG), never values, never keys at INFO and above; `--log-format json` lines pa
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import logging
-import os
 import re
-import signal
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -26,6 +23,8 @@ from streamer.proto import DataUpdate, DataUpdateBatch
 from streamer.server import ReferenceServer
 from streamer.sources import MemorySource
 from streamer.testing import ScriptedServer
+from tests import helpers
+from tests.helpers import RunningHost, write_config
 from tests.listeners import Recorder, RecordingSleep
 
 SECRET_KEY = "IMSI001019999999999"
@@ -38,12 +37,8 @@ def batch(n: int) -> DataUpdateBatch:
     )
 
 
-async def eventually(predicate: Callable[[], object], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.02)
+# Poll every 20 ms for up to 15 s.
+eventually = functools.partial(helpers.eventually, timeout=15.0, interval=0.02)
 
 
 def leaks(text: str) -> bool:
@@ -149,39 +144,22 @@ def test_human_format_is_the_default() -> None:
     )
 
 
-CONFIG = """\
-plugins = ["log"]
-
-[cloud]
-target = "{target}"
-
-[streaming]
-interval = 0.2
-backoff_initial = 0.05
-backoff_max = 0.2
-
-[plugin.log]
-streams = ["s1", "s2", "missing"]
-level = "DEBUG"
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("level", ["INFO", "DEBUG"])
 async def test_streamer_run_json_logs_parse_and_hold_no_secrets(tmp_path: Path, level: str) -> None:
     source = MemorySource({"s1": {SECRET_KEY: SECRET_VALUE}, "s2": {SECRET_KEY: SECRET_VALUE}})
     server = ReferenceServer(source, "push", modes={"s1": "poll"})
     await server.start()
-    cfg = tmp_path / "streamer.toml"
-    cfg.write_text(CONFIG.format(target=server.address))
+    cfg = write_config(
+        tmp_path / "streamer.toml",
+        server.address,
+        {"log": {"streams": ["s1", "s2", "missing"], "level": "DEBUG"}},
+        streaming={"shutdown_timeout": None},
+    )
     log = tmp_path / "host.log"
-    env = dict(os.environ)
-    env.pop("STREAMER_CONFIG", None)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamer.cli", "run", "--config", str(cfg),
-        "--log-format", "json", "--log-level", level,
-        cwd=tmp_path, env=env, stdout=log.open("w"), stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    host = await RunningHost.start(
+        cfg, log, "--log-format", "json", "--log-level", level, cwd=tmp_path
+    )
     try:
         # s1 is polled (a new call every 0.2 s); s2 gets pushed changes; "missing" keeps failing.
         await eventually(lambda: log.read_text().count("NOT_FOUND") >= 3, "retries")
@@ -189,8 +167,7 @@ async def test_streamer_run_json_logs_parse_and_hold_no_secrets(tmp_path: Path, 
             source.set("s2", f"{SECRET_KEY}{i}", SECRET_VALUE)
         await asyncio.sleep(1.0)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 10)
+        code = await host.stop()
         await server.stop(0)
     text = log.read_text()
     assert code == 0, text

@@ -4,8 +4,8 @@ answer, `streamer status` prints the streams, and says so clearly when no host i
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import os
 import re
 import signal
 import socket
@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,34 +21,25 @@ import pytest
 from streamer.server import ReferenceServer
 from streamer.sources import MemorySource
 from streamer.status import ObservabilityServer, format_status, query_address
+from tests import helpers
+from tests.helpers import RunningHost, free_port, run_cli, streamer_env
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """\
-plugins = ["log"]
 
-[cloud]
-target = "{target}"
-
-[streaming]
-interval = 0.2
-backoff_initial = 0.05
-backoff_max = 0.2
-shutdown_timeout = 3.0
-
-[plugin.log]
-streams = {streams}
-
-[metrics]
-address = "{metrics}"
-"""
+def write_config(path: Path, target: str, streams: list[str], metrics: str) -> Path:
+    """The log plugin on ``streams``, metrics and health on ``metrics``."""
+    return helpers.write_config(
+        path,
+        target,
+        {"log": {"streams": streams}},
+        streaming={"shutdown_timeout": 3.0},
+        tables={"metrics": {"address": metrics}},
+    )
 
 
 def env() -> dict[str, str]:
-    out = dict(os.environ)
-    out.pop("STREAMER_CONFIG", None)
-    out["XDG_CONFIG_HOME"] = "/nonexistent"
-    return out
+    return streamer_env(XDG_CONFIG_HOME="/nonexistent")
 
 
 async def streamer(*args: str, cwd: Path) -> tuple[int, str, str]:
@@ -67,13 +58,6 @@ async def streamer(*args: str, cwd: Path) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
@@ -86,22 +70,12 @@ async def get(address: str, path: str) -> tuple[int, str]:
     return await asyncio.to_thread(_get, f"http://{address}{path}")
 
 
-async def eventually(predicate: Callable[[], object], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.05)
+# `streamer run` answers in a child process: poll every 50 ms for up to 15 s.
+eventually = functools.partial(helpers.eventually, timeout=15.0, interval=0.05)
 
 
-class Host:
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.proc = proc
-        self.log = log
-        self.address = ""
-
-    def logtext(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
+class Host(RunningHost):
+    address = ""
 
     def metrics_address(self) -> str:
         m = re.search(r"metrics and health on http://(\S+) ", self.logtext())
@@ -120,32 +94,14 @@ async def cloud() -> AsyncIterator[tuple[ReferenceServer, MemorySource]]:
 @pytest.fixture
 async def host(tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]) -> AsyncIterator[Host]:
     server, _ = cloud
-    cfg = tmp_path / "streamer.toml"
-    cfg.write_text(
-        CONFIG.format(target=server.address, streams='["s1", "nosuch"]', metrics="127.0.0.1:0")
-    )
-    log = tmp_path / "host.log"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streamer.cli",
-        "run",
-        "--config",
-        str(cfg),
-        cwd=tmp_path,
-        env=env(),
-        stdout=log.open("w"),
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    h = Host(proc, log)
+    cfg = write_config(tmp_path / "streamer.toml", server.address, ["s1", "nosuch"], "127.0.0.1:0")
+    h = await Host.start(cfg, tmp_path / "host.log", cwd=tmp_path, env=env())
     try:
         await eventually(h.metrics_address, "the metrics address in the log")
         h.address = h.metrics_address()
         yield h
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 10)
+        await h.stop()
 
 
 async def test_endpoints_and_status_against_a_running_host(host: Host, tmp_path: Path) -> None:
@@ -210,16 +166,9 @@ async def test_readyz_turns_ready_when_every_stream_has_data(
     tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]
 ) -> None:
     server, _ = cloud
-    cfg = tmp_path / "streamer.toml"
     port = free_port()
-    cfg.write_text(
-        CONFIG.format(target=server.address, streams='["s1", "s2"]', metrics=f"0.0.0.0:{port}")
-    )
-    log = tmp_path / "host.log"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamer.cli", "run", "--config", str(cfg),
-        cwd=tmp_path, env=env(), stdout=log.open("w"), stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    cfg = write_config(tmp_path / "streamer.toml", server.address, ["s1", "s2"], f"0.0.0.0:{port}")
+    host = await RunningHost.start(cfg, tmp_path / "host.log", cwd=tmp_path, env=env())
     try:
         address = f"127.0.0.1:{port}"
         ready: list[int] = []
@@ -238,11 +187,10 @@ async def test_readyz_turns_ready_when_every_stream_has_data(
         await asyncio.wait_for(poll(), 15)
         # `streamer status` with only the config: wildcard listen address -> loopback.
         code, out, err = await streamer("status", "--config", str(cfg), cwd=tmp_path)
-        assert code == 0, err + log.read_text()
+        assert code == 0, err + host.logtext()
         assert out.splitlines()[-1] == "ready: every stream has received data"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 10) == 0, log.read_text()
+        assert await host.stop() == 0, host.logtext()
 
 
 async def test_status_without_a_host_says_so(tmp_path: Path) -> None:
@@ -266,19 +214,9 @@ async def test_status_without_an_address(tmp_path: Path) -> None:
 
 
 def test_check_accepts_metrics_when_prometheus_is_installed(tmp_path: Path) -> None:
-    import subprocess
-
-    cfg = tmp_path / "streamer.toml"
-    cfg.write_text(CONFIG.format(target="127.0.0.1:1", streams='["s1"]', metrics="127.0.0.1:0"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "check", "--config", str(cfg)],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cfg = write_config(tmp_path / "streamer.toml", "127.0.0.1:1", ["s1"], "127.0.0.1:0")
+    code, out = run_cli("check", "--config", str(cfg), env=env())
+    assert code == 0, out
 
 
 def test_query_address_maps_wildcards_to_loopback() -> None:

@@ -29,7 +29,8 @@ from streamer.server import ServerTLS
 from streamer.stream import StreamRpcError
 from streamer.testing import CallHandle
 from tests.certs import make_pki
-from tests.faults import OptionsScriptedServer, eventually, make_sink_site, write_config
+from tests.faults import OptionsScriptedServer, make_sink_site
+from tests.helpers import eventually, write_config
 from tests.listeners import Recorder
 from tests.plugin_fixtures import dists
 
