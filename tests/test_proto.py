@@ -46,8 +46,10 @@ def test_bytes_match_a_hand_encoded_magma_message() -> None:
     # field 1 (key, LEN) "k", field 2 (value, LEN) b"v"; batch: field 1 LEN, field 2 varint 1
     update = DataUpdate(key="k", value=b"v").SerializeToString()
     assert update == b"\x0a\x01k\x12\x01v"
-    assert DataUpdateBatch(updates=[DataUpdate(key="k", value=b"v")], resync=True)\
-        .SerializeToString() == b"\x0a" + bytes([len(update)]) + update + b"\x10\x01"
+    assert (
+        DataUpdateBatch(updates=[DataUpdate(key="k", value=b"v")], resync=True).SerializeToString()
+        == b"\x0a" + bytes([len(update)]) + update + b"\x10\x01"
+    )
 
 
 def test_import_streamer_does_not_import_grpc() -> None:

@@ -48,9 +48,7 @@ def test_report_error_returning_an_error_stops_with_it(event: Event) -> None:
     assert step.error is chosen
 
 
-@pytest.mark.parametrize(
-    "event", [Event.UPDATE_RAISED, Event.CALL_FAILED, Event.EXTRA_ARGS_FAILED]
-)
+@pytest.mark.parametrize("event", [Event.UPDATE_RAISED, Event.CALL_FAILED, Event.EXTRA_ARGS_FAILED])
 def test_errors_continue_after_backoff(event: Event) -> None:
     raised = ValueError("boom")
     assert error_to_report(event, raised) is raised
