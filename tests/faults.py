@@ -190,48 +190,24 @@ class FaultProxy:
 
 
 class OptionsScriptedServer(ScriptedServer):
-    """``ScriptedServer`` with server channel options (keepalive policy, stream limits) that
-    also records each call's TLS auth context (``auth_contexts``, in call order)."""
+    """``ScriptedServer`` that also records each call's TLS auth context (``auth_contexts``,
+    in call order)."""
 
-    def __init__(
-        self, address: str = "127.0.0.1:0", *, options: Sequence[tuple[str, Any]] = (), **kw: Any
-    ) -> None:
+    def __init__(self, address: str = "127.0.0.1:0", **kw: Any) -> None:
         super().__init__(address, **kw)
-        self.options = list(options)
         self.auth_contexts: list[dict[str, list[bytes]]] = []
-
-    async def start(self) -> int:
-        self._arrived = asyncio.Condition()
-        server = grpc.aio.server(options=self.options)
-        handler = grpc.unary_stream_rpc_method_handler(
-            self._handle_with_auth,
-            request_deserializer=StreamRequest.FromString,
-            response_serializer=DataUpdateBatch.SerializeToString,
-        )
-        server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler(SERVICE, {"GetUpdates": handler})]
-        )
-        if self.tls is None:
-            port = server.add_insecure_port(self._bind)
-        else:
-            port = server.add_secure_port(self._bind, self.tls.credentials())
-        if port == 0:
-            raise OSError(f"cannot listen on {self._bind!r}")
-        await server.start()
-        self._server, self.port = server, port
-        return port
 
     async def __aenter__(self) -> OptionsScriptedServer:
         await self.start()
         return self
 
-    async def _handle_with_auth(
+    async def _handle(
         self,
         request: StreamRequest,
         context: grpc.aio.ServicerContext[StreamRequest, DataUpdateBatch],
     ) -> None:
         self.auth_contexts.append({k: list(v) for k, v in context.auth_context().items()})
-        await self._handle(request, context)
+        await super()._handle(request, context)
 
 
 class RawServer:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -128,6 +128,41 @@ def requested_digest(request: StreamRequest) -> str | None:
     return value.value
 
 
+GetUpdatesHandler = Callable[
+    [StreamRequest, "grpc.aio.ServicerContext[StreamRequest, DataUpdateBatch]"], Awaitable[None]
+]
+
+
+def bind_get_updates(
+    server: grpc.aio.Server,
+    handler: GetUpdatesHandler,
+    bind: str,
+    credentials: grpc.ServerCredentials | None = None,
+    who: str = "server",
+) -> int:
+    """Serve ``/magma.orc8r.Streamer/GetUpdates`` with ``handler`` on ``server`` and bind
+    ``bind`` (TLS when ``credentials`` is given). Returns the bound port; ``OSError`` naming
+    ``who`` and the address when it cannot be bound. The server is not started."""
+    method = grpc.unary_stream_rpc_method_handler(
+        handler,
+        request_deserializer=StreamRequest.FromString,
+        response_serializer=DataUpdateBatch.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(SERVICE, {"GetUpdates": method})]
+    )
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(bind)
+        else:
+            port = server.add_secure_port(bind, credentials)
+    except RuntimeError as exc:
+        raise OSError(f"{who} cannot listen on {bind!r}: {exc}") from exc
+    if port == 0:
+        raise OSError(f"{who} cannot listen on {bind!r}")
+    return port
+
+
 class ReferenceServer:
     """A real ``grpc.aio`` Streamer server over a :class:`streamer.sources.Source`.
 
@@ -194,23 +229,9 @@ class ReferenceServer:
         server: grpc.aio.Server | None = None
         try:
             server = grpc.aio.server(options=self._options)
-            handler = grpc.unary_stream_rpc_method_handler(
-                self._get_updates,
-                request_deserializer=StreamRequest.FromString,
-                response_serializer=DataUpdateBatch.SerializeToString,
+            port = bind_get_updates(
+                server, self._get_updates, self._bind, credentials, "ReferenceServer"
             )
-            server.add_generic_rpc_handlers(
-                [grpc.method_handlers_generic_handler(SERVICE, {"GetUpdates": handler})]
-            )
-            try:
-                if credentials is None:
-                    port = server.add_insecure_port(self._bind)
-                else:
-                    port = server.add_secure_port(self._bind, credentials)
-            except RuntimeError as exc:
-                raise OSError(f"ReferenceServer cannot listen on {self._bind!r}: {exc}") from exc
-            if port == 0:
-                raise OSError(f"ReferenceServer cannot listen on {self._bind!r}")
             await server.start()
         except BaseException:
             try:

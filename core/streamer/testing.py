@@ -34,7 +34,15 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
@@ -208,7 +216,8 @@ class ScriptedServer:
     ``default`` is set, it is also called with each new :class:`CallHandle` (sync or async) and
     can drive it; otherwise a call nobody drives stays open until the client leaves or the server
     stops. ``port`` picks a fixed port on the address's host (e.g. to restart a server where a
-    client is already retrying).
+    client is already retrying); ``options`` are gRPC server channel arguments (keepalive
+    policy, ``grpc.max_concurrent_streams``, ...).
     """
 
     def __init__(
@@ -217,11 +226,13 @@ class ScriptedServer:
         *,
         port: int | None = None,
         tls: ServerTLS | None = None,
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         if port is not None:
             address = f"{address.rsplit(':', 1)[0]}:{port}"
         self._bind = address
         self.tls = tls
+        self.options = list(options)
         self.requests: list[StreamRequest] = []
         self.calls: list[CallHandle] = []
         self.default: Callable[[CallHandle], Awaitable[None] | None] | None = None
@@ -237,31 +248,14 @@ class ScriptedServer:
         return f"{self._bind.rsplit(':', 1)[0]}:{self.port}"
 
     async def start(self) -> int:
-        import grpc
         import grpc.aio
 
-        from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
-        from streamer.server import SERVICE
+        from streamer.server import bind_get_updates
 
         self._arrived = asyncio.Condition()
-        server = grpc.aio.server()
-        handler = grpc.unary_stream_rpc_method_handler(
-            self._handle,
-            request_deserializer=StreamRequest.FromString,
-            response_serializer=DataUpdateBatch.SerializeToString,
-        )
-        server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler(SERVICE, {"GetUpdates": handler})]
-        )
-        try:
-            if self.tls is None:
-                port = server.add_insecure_port(self._bind)
-            else:
-                port = server.add_secure_port(self._bind, self.tls.credentials())
-        except RuntimeError as exc:
-            raise OSError(f"ScriptedServer cannot listen on {self._bind!r}: {exc}") from exc
-        if port == 0:
-            raise OSError(f"ScriptedServer cannot listen on {self._bind!r}")
+        server = grpc.aio.server(options=list(self.options))
+        credentials = self.tls.credentials() if self.tls is not None else None
+        port = bind_get_updates(server, self._handle, self._bind, credentials, "ScriptedServer")
         await server.start()
         self._server, self.port = server, port
         return port
