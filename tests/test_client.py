@@ -45,6 +45,15 @@ def make_client(address: str, sleep: RecordingSleep | None = None, **kw: object)
     )
 
 
+async def finish(
+    client: Client, listener: Recorder | AsyncRecorder, task: asyncio.Task[None]
+) -> None:
+    """Remove a streaming listener, check its stream() returns None, close the client."""
+    assert client.remove_listener(listener)
+    assert await asyncio.wait_for(task, 5) is None
+    await client.close()
+
+
 async def wait_until(predicate: object, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
@@ -90,9 +99,7 @@ async def test_push_style_many_batches_on_one_open_call(streamer_server: Scripte
     await wait_until(lambda: len(listener.batches) == 20)
     assert len(streamer_server.requests) == 1
     assert sleep.delays == []
-    client.remove_listener(listener)
-    await task
-    await client.close()
+    await finish(client, listener, task)
 
 
 async def test_extra_args_before_every_request_arrive_at_server(
@@ -109,9 +116,7 @@ async def test_extra_args_before_every_request_arrive_at_server(
         seen.append(value.value)
         await call.end()
     assert seen == ["digest-1", "digest-2", "digest-3"]
-    client.remove_listener(listener)
-    await task
-    await client.close()
+    await finish(client, listener, task)
 
 
 async def test_extra_args_as_any_and_none(streamer_server: ScriptedServer) -> None:
@@ -126,9 +131,7 @@ async def test_extra_args_as_any_and_none(streamer_server: ScriptedServer) -> No
     await first.end()
     second = await streamer_server.next_call()
     assert not second.request.HasField("extra_args")
-    client.remove_listener(listener)
-    await task
-    await client.close()
+    await finish(client, listener, task)
 
 
 async def test_bad_extra_args_reported_then_backoff(streamer_server: ScriptedServer) -> None:
@@ -141,9 +144,7 @@ async def test_bad_extra_args_reported_then_backoff(streamer_server: ScriptedSer
     assert isinstance(listener.errors[0], TypeError)
     assert "get_extra_args() must return" in str(listener.errors[0])
     assert sleep.delays == [1.0]
-    client.remove_listener(listener)
-    await task
-    await client.close()
+    await finish(client, listener, task)
 
 
 async def test_update_true_reads_at_once_and_resets_backoff(
@@ -163,9 +164,7 @@ async def test_update_true_reads_at_once_and_resets_backoff(
     await streamer_server.next_call()
     # 1, 2, 4 while failing; data resets the sequence so the next failure waits 1 again.
     assert sleep.delays == [1.0, 2.0, 4.0, 1.0]
-    client.remove_listener(listener)
-    await task
-    await client.close()
+    await finish(client, listener, task)
 
 
 async def test_update_false_reports_eof_then_new_call_after_interval(
@@ -185,9 +184,7 @@ async def test_update_false_reports_eof_then_new_call_after_interval(
     await call.wait_closed()  # the first call was cancelled by the client
     await second.push(batch("b"))
     await wait_until(lambda: len(listener.batches) == 2)
-    client.remove_listener(listener)
-    await task
-    await client.close()
+    await finish(client, listener, task)
 
 
 async def test_update_false_and_report_error_returns_error_stops(
@@ -223,9 +220,7 @@ async def test_update_raises_reports_it_and_retries_after_backoff(
     assert sleep.delays == [1.0, 2.0]
     await third.push(batch("ok"))
     await wait_until(lambda: len(listener.batches) == 3)
-    client.remove_listener(listener)
-    await task
-    await client.close()
+    await finish(client, listener, task)
 
 
 async def test_update_raises_and_report_error_returns_error_stops(
@@ -276,9 +271,7 @@ async def test_call_failure_reports_rpc_error_with_code_and_backs_off(
     for delay, base in zip(sleep.delays, bases, strict=True):
         assert base * 0.8 <= delay <= base * 1.2
     assert len(set(sleep.delays)) == 4
-    client.remove_listener(listener)
-    await task
-    await client.close()
+    await finish(client, listener, task)
 
 
 async def test_call_failure_and_report_error_returns_error_stops(
@@ -458,9 +451,7 @@ async def test_async_listener(streamer_server: ScriptedServer) -> None:
     await call.fail(grpc.StatusCode.ABORTED, "x")
     await streamer_server.next_call()
     assert listener.errors[0].code() == grpc.StatusCode.ABORTED  # type: ignore[attr-defined]
-    client.remove_listener(listener)
-    await task
-    await client.close()
+    await finish(client, listener, task)
 
 
 async def test_duplicate_names(streamer_server: ScriptedServer) -> None:
@@ -514,9 +505,7 @@ async def test_snapshot_above_grpc_default_receive_limit(streamer_server: Script
     await call.push(big)
     await wait_until(lambda: len(listener.batches) == 1)
     assert len(listener.batches[0].updates) == 18_000
-    client.remove_listener(listener)
-    await task
-    await client.close()
+    await finish(client, listener, task)
 
 
 async def test_observer_sees_events(streamer_server: ScriptedServer) -> None:
@@ -560,9 +549,7 @@ async def test_observer_sees_events(streamer_server: ScriptedServer) -> None:
     call = await streamer_server.next_call()
     await call.push(batch("a"))
     await wait_until(lambda: len(listener.batches) == 1)
-    client.remove_listener(listener)
-    await task
-    await client.close()
+    await finish(client, listener, task)
 
 
 async def test_streams_spread_over_connections_when_one_is_full(
@@ -608,9 +595,7 @@ async def test_observer_subclassing_null_observer_still_sees_batches(
     task = asyncio.create_task(client.stream(listener))
     await (await streamer_server.next_call()).push(batch("a"))
     await wait_until(lambda: seen == ["s1"])
-    client.remove_listener(listener)
-    await task
-    await client.close()
+    await finish(client, listener, task)
 
 
 async def test_stream_is_streaming_when_the_server_accepts_without_data() -> None:
