@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import logging
 import os
 import socket
@@ -17,10 +15,6 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.wrappers_pb2 import StringValue
 
@@ -44,6 +38,7 @@ from streamer.sources import (
     open_source,
     write_key,
 )
+from tests.certs import make_pki
 
 Call = Any  # grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch]
 
@@ -418,71 +413,16 @@ async def test_run_server_serves_a_directory_until_cancelled(tmp_path: Path, cha
 # -- TLS ----------------------------------------------------------------------------------
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,
-    *,
-    ca: bool = False,
-    san: list[x509.GeneralName] | None = None,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    issuer_name, issuer_key = issuer if issuer else (subject, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(obj: x509.Certificate | ec.EllipticCurvePrivateKey) -> bytes:
-    if isinstance(obj, x509.Certificate):
-        return obj.public_bytes(serialization.Encoding.PEM)
-    return obj.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("pki")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("test-ca", ca_key, None, ca=True)
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = _cert(
-        "localhost",
-        server_key,
-        ("test-ca", ca_key),
-        san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
-    )
-    client_key = ec.generate_private_key(ec.SECP256R1())
-    client_cert = _cert("gateway-1", client_key, ("test-ca", ca_key))
-    files = {
-        "ca": _pem(ca),
-        "server_cert": _pem(server_cert),
-        "server_key": _pem(server_key),
-        "client_cert": _pem(client_cert),
-        "client_key": _pem(client_key),
+    made = make_pki(tmp_path_factory.mktemp("pki"))
+    return {
+        "ca": made["ca"],
+        "server_cert": made["server"],
+        "server_key": made["server_key"],
+        "client_cert": made["client"],
+        "client_key": made["client_key"],
     }
-    paths = {}
-    for name, data in files.items():
-        paths[name] = d / f"{name}.pem"
-        paths[name].write_bytes(data)
-    return paths
 
 
 async def _tls_read(address: str, creds: grpc.ChannelCredentials) -> list[DataUpdateBatch]:
