@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from streamer.registry import TLSConfig
 from streamer.stream import StreamRpcError
 from streamer.testing import CallHandle, ScriptedServer
 from tests.certs import make_pki
-from tests.faults import RawServer, eventually, make_sink_site, write_config
+from tests.faults import RawServer, eventually, write_config
 from tests.listeners import Recorder
 
 VALID = DataUpdateBatch(updates=[DataUpdate(key="k", value=b"v")], resync=True)
@@ -169,16 +168,8 @@ def test_tls_file_problems_name_the_file_and_why(pki: dict[str, Path], tmp_path:
         assert fragment in str(info.value), (fragment, str(info.value))
 
 
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    path = make_sink_site(tmp_path / "site", ["sink"])
-    monkeypatch.syspath_prepend(str(path))
-    yield path
-    sys.modules.pop("reliability_sink", None)
-
-
 def test_streamer_check_reports_tls_file_problems(
-    pki: dict[str, Path], tmp_path: Path, site: Path, capsys: pytest.CaptureFixture[str]
+    pki: dict[str, Path], tmp_path: Path, sink_site: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sink = {"sink": {"streams": ["s"], "out": str(tmp_path / "out")}}
     for i, (tls, fragment) in enumerate(tls_errors(pki, tmp_path)):

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -29,7 +27,7 @@ from streamer.server import ServerTLS
 from streamer.stream import StreamRpcError
 from streamer.testing import CallHandle
 from tests.certs import make_pki
-from tests.faults import OptionsScriptedServer, make_sink_site
+from tests.faults import OptionsScriptedServer
 from tests.helpers import eventually, write_config
 from tests.listeners import Recorder
 from tests.plugin_fixtures import dists
@@ -131,17 +129,9 @@ async def test_bad_server_certificate_rejected_with_clear_error(
 # -- plaintext rules through the config file -----------------------------------------------------
 
 
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    path = make_sink_site(tmp_path / "site", ["sink"])
-    monkeypatch.syspath_prepend(str(path))
-    yield path
-    sys.modules.pop("reliability_sink", None)
-
-
 def test_config_plaintext_to_remote_only_with_insecure_and_then_warned(
     tmp_path: Path,
-    site: Path,
+    sink_site: Path,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -174,7 +164,7 @@ SECRETS = (b"IMSI-SECRET-VALUE-7f3a9c", b"k3y=hunter2-subscriber-auth")
 
 
 async def test_no_secret_material_or_values_in_logs(
-    pki: dict[str, Path], tmp_path: Path, site: Path, caplog: pytest.LogCaptureFixture
+    pki: dict[str, Path], tmp_path: Path, sink_site: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A whole host over mutual TLS: batches carry secret-looking values and a call fails.
     Nothing logged (at any level) shows a value or the client key's contents."""
@@ -187,7 +177,7 @@ async def test_no_secret_material_or_values_in_logs(
         }
         sink = {"sink": {"streams": ["subs"], "out": str(out)}}
         cfg = write_config(tmp_path / "streamer.toml", server.address, sink, files)
-        host = Host(load_config(cfg), distributions=lambda: dists(site))  # type: ignore[arg-type,return-value]
+        host = Host(load_config(cfg), distributions=lambda: dists(sink_site))  # type: ignore[arg-type,return-value]
         caplog.set_level(logging.DEBUG)
         run = asyncio.create_task(host.run())
         try:
