@@ -38,6 +38,7 @@ from streamer.sources import (
     open_source,
     write_key,
 )
+from streamer.testing import ReferenceServerFactory
 from tests.certs import make_pki
 
 Call = Any  # grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch]
@@ -96,21 +97,6 @@ async def read_until(call: Call, want: dict[str, bytes], timeout: float = 3.0) -
 
 
 @pytest.fixture
-async def server_factory() -> AsyncIterator[Any]:
-    started: list[ReferenceServer] = []
-
-    async def make(source: Any, mode: str = "push", **kwargs: Any) -> ReferenceServer:
-        server = ReferenceServer(source, mode, **kwargs)
-        await server.start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        await server.stop()
-
-
-@pytest.fixture
 async def channels() -> AsyncIterator[Any]:
     opened: list[grpc.aio.Channel] = []
 
@@ -128,9 +114,9 @@ SUBS = {"imsi1": b"one", "imsi2": b"two"}
 
 
 async def test_poll_mode_sends_one_resync_batch_then_ends(
-    server_factory: Any, channels: Any
+    reference_server: ReferenceServerFactory, channels: Any
 ) -> None:
-    server = await server_factory(MemorySource({"subs": SUBS}), "poll")
+    server = await reference_server(MemorySource({"subs": SUBS}), "poll")
     call = open_call(channels(server.address), request("subs"))
     batches = await read_all(call)
     assert len(batches) == 1
@@ -139,9 +125,11 @@ async def test_poll_mode_sends_one_resync_batch_then_ends(
     assert await call.code() == grpc.StatusCode.OK
 
 
-async def test_push_mode_sends_snapshot_then_changes(server_factory: Any, channels: Any) -> None:
+async def test_push_mode_sends_snapshot_then_changes(
+    reference_server: ReferenceServerFactory, channels: Any
+) -> None:
     source = MemorySource({"subs": SUBS})
-    server = await server_factory(source, "push")
+    server = await reference_server(source, "push")
     call = open_call(channels(server.address), request("subs"))
     first = await read(call)
     assert first.resync and as_dict(first) == SUBS
@@ -162,9 +150,11 @@ async def test_push_mode_sends_snapshot_then_changes(server_factory: Any, channe
     call.cancel()
 
 
-async def test_per_stream_mode_overrides(server_factory: Any, channels: Any) -> None:
+async def test_per_stream_mode_overrides(
+    reference_server: ReferenceServerFactory, channels: Any
+) -> None:
     source = MemorySource({"a": SUBS, "b": SUBS, "c": SUBS})
-    server = await server_factory(source, "push", modes={"a": "poll"})
+    server = await reference_server(source, "push", modes={"a": "poll"})
     ch = channels(server.address)
     assert len(await read_all(open_call(ch, request("a")))) == 1
     push_call = open_call(ch, request("b"))
@@ -173,7 +163,7 @@ async def test_per_stream_mode_overrides(server_factory: Any, channels: Any) -> 
         await asyncio.wait_for(push_call.read(), 0.2)  # still open, nothing to send
     push_call.cancel()
 
-    server2 = await server_factory(source, "poll", modes=[StreamSpec("c", "push")])
+    server2 = await reference_server(source, "poll", modes=[StreamSpec("c", "push")])
     assert server2.mode_for("c") == "push" and server2.mode_for("a") == "poll"
     with pytest.raises(ValueError, match="'sideways'"):
         ReferenceServer(source, "sideways")
@@ -181,17 +171,19 @@ async def test_per_stream_mode_overrides(server_factory: Any, channels: Any) -> 
         ReferenceServer(source, modes={"x": "nope"})
 
 
-async def test_digest_match_skips_snapshot(server_factory: Any, channels: Any) -> None:
+async def test_digest_match_skips_snapshot(
+    reference_server: ReferenceServerFactory, channels: Any
+) -> None:
     source = MemorySource({"subs": SUBS})
     digest = snapshot_digest(SUBS.items())
-    poll = await server_factory(source, "poll")
+    poll = await reference_server(source, "poll")
     batches = await read_all(open_call(channels(poll.address), request("subs", digest)))
     assert batches == []
 
     stale = await read_all(open_call(channels(poll.address), request("subs", EMPTY_DIGEST)))
     assert len(stale) == 1 and stale[0].resync
 
-    push = await server_factory(source, "push")
+    push = await reference_server(source, "push")
     call = open_call(channels(push.address), request("subs", digest))
     await asyncio.wait_for(call.initial_metadata(), 3)  # sent at once when nothing else is
     source.set("subs", "imsi1", b"ONE")
@@ -208,8 +200,10 @@ def test_requested_digest_ignores_other_extra_args() -> None:
     assert requested_digest(other) is None
 
 
-async def test_unknown_stream_is_not_found(server_factory: Any, channels: Any) -> None:
-    server = await server_factory(MemorySource({"subs": SUBS}), "push")
+async def test_unknown_stream_is_not_found(
+    reference_server: ReferenceServerFactory, channels: Any
+) -> None:
+    server = await reference_server(MemorySource({"subs": SUBS}), "push")
     call = open_call(channels(server.address), request("nope"))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await read_all(call)
@@ -219,10 +213,10 @@ async def test_unknown_stream_is_not_found(server_factory: Any, channels: Any) -
 
 
 async def test_removed_stream_ends_push_calls_with_not_found(
-    server_factory: Any, channels: Any
+    reference_server: ReferenceServerFactory, channels: Any
 ) -> None:
     source = MemorySource({"subs": SUBS})
-    server = await server_factory(source, "push")
+    server = await reference_server(source, "push")
     call = open_call(channels(server.address), request("subs"))
     await read(call)
     source.remove_stream("subs")
@@ -232,11 +226,11 @@ async def test_removed_stream_ends_push_calls_with_not_found(
 
 
 async def test_requests_are_recorded_and_logged(
-    server_factory: Any, channels: Any, caplog: pytest.LogCaptureFixture
+    reference_server: ReferenceServerFactory, channels: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="streamer.server")
     source = MemorySource({"subs": SUBS})
-    server = await server_factory(source, "poll")
+    server = await reference_server(source, "poll")
     ch = channels(server.address)
     await read_all(open_call(ch, request("subs", gateway="gw-A")))
     await read_all(open_call(ch, request("subs", snapshot_digest(SUBS.items()), gateway="gw-B")))
@@ -251,9 +245,11 @@ async def test_requests_are_recorded_and_logged(
     assert "'gw-B'" in gets[1] and "digest_matched=True" in gets[1]
 
 
-async def test_hundred_concurrent_push_calls(server_factory: Any, channels: Any) -> None:
+async def test_hundred_concurrent_push_calls(
+    reference_server: ReferenceServerFactory, channels: Any
+) -> None:
     source = MemorySource({"subs": SUBS})
-    server = await server_factory(source, "push")
+    server = await reference_server(source, "push")
     ch = channels(server.address)
     calls = [open_call(ch, request("subs", gateway=f"gw{i}")) for i in range(100)]
     firsts = await asyncio.gather(*(read(c, 10) for c in calls))
@@ -266,9 +262,11 @@ async def test_hundred_concurrent_push_calls(server_factory: Any, channels: Any)
         c.cancel()
 
 
-async def test_large_snapshot_with_raised_limits(server_factory: Any, channels: Any) -> None:
+async def test_large_snapshot_with_raised_limits(
+    reference_server: ReferenceServerFactory, channels: Any
+) -> None:
     big = {f"k{i}": bytes(1024) * 1024 for i in range(6)}  # 6 MiB > gRPC's 4 MiB default
-    server = await server_factory(
+    server = await reference_server(
         MemorySource({"big": big}), "poll", max_send_message_length=32 << 20
     )
     ch = channels(server.address, **{"grpc.max_receive_message_length": 32 << 20})
@@ -309,7 +307,7 @@ async def test_memory_source_wakes_waiters_from_other_threads() -> None:
 
 
 async def test_directory_source_serves_and_picks_up_changes(
-    tmp_path: Path, server_factory: Any, channels: Any
+    tmp_path: Path, reference_server: ReferenceServerFactory, channels: Any
 ) -> None:
     odd_key = "a/b c%d.é"
     write_key(tmp_path, "subs", "imsi1", b"one")
@@ -317,7 +315,7 @@ async def test_directory_source_serves_and_picks_up_changes(
     (tmp_path / "empty").mkdir()
     assert (tmp_path / "subs" / key_filename(odd_key)).is_file()
     source = DirectorySource(tmp_path, poll_interval=0.05)
-    server = await server_factory(source, "push", modes={"empty": "poll"})
+    server = await reference_server(source, "push", modes={"empty": "poll"})
     ch = channels(server.address)
 
     call = open_call(ch, request("subs"))
@@ -331,7 +329,7 @@ async def test_directory_source_serves_and_picks_up_changes(
     await read_until(call, {odd_key: b""})
 
     write_key(tmp_path, "late", "k", b"v")  # a new stream appears; poll requests see it at once
-    server_poll = await server_factory(source, "poll")  # the same source, shared
+    server_poll = await reference_server(source, "poll")  # the same source, shared
     late = await read_all(open_call(channels(server_poll.address), request("late")))
     assert as_dict(late[0]) == {"k": b"v"}
     call.cancel()
@@ -354,11 +352,11 @@ def _make_db(path: Path) -> sqlite3.Connection:
 
 
 async def test_sqlite_source_serves_and_picks_up_changes(
-    tmp_path: Path, server_factory: Any, channels: Any
+    tmp_path: Path, reference_server: ReferenceServerFactory, channels: Any
 ) -> None:
     db = _make_db(tmp_path / "data.sqlite")
     source = SQLiteSource(tmp_path / "data.sqlite", poll_interval=0.05)
-    server = await server_factory(source, "push", modes={"my stream": "poll"})
+    server = await reference_server(source, "push", modes={"my stream": "poll"})
     ch = channels(server.address)
     assert source.streams() == ["my stream", "subs"]
 
@@ -432,9 +430,11 @@ async def _tls_read(address: str, creds: grpc.ChannelCredentials) -> list[DataUp
         return await read_all(open_call(ch, request("subs")), timeout=5)
 
 
-async def test_tls_handshake(pki: dict[str, Path], server_factory: Any) -> None:
+async def test_tls_handshake(
+    pki: dict[str, Path], reference_server: ReferenceServerFactory
+) -> None:
     tls = ServerTLS(pki["server_cert"], pki["server_key"])
-    server = await server_factory(MemorySource({"subs": SUBS}), "poll", tls=tls)
+    server = await reference_server(MemorySource({"subs": SUBS}), "poll", tls=tls)
     creds = grpc.ssl_channel_credentials(root_certificates=pki["ca"].read_bytes())
     batches = await _tls_read(server.address, creds)
     assert as_dict(batches[0]) == SUBS
@@ -445,14 +445,16 @@ async def test_tls_handshake(pki: dict[str, Path], server_factory: Any) -> None:
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_tls_requires_client_certificate(pki: dict[str, Path], server_factory: Any) -> None:
+async def test_tls_requires_client_certificate(
+    pki: dict[str, Path], reference_server: ReferenceServerFactory
+) -> None:
     tls = ServerTLS(
         pki["server_cert"],
         pki["server_key"],
         client_ca_path=pki["ca"],
         require_client_cert=True,
     )
-    server = await server_factory(MemorySource({"subs": SUBS}), "poll", tls=tls)
+    server = await reference_server(MemorySource({"subs": SUBS}), "poll", tls=tls)
     ca = pki["ca"].read_bytes()
     with_cert = grpc.ssl_channel_credentials(
         root_certificates=ca,
@@ -474,11 +476,11 @@ def test_tls_config_errors(tmp_path: Path) -> None:
 
 
 async def test_vanished_directory_keeps_serving_last_data(
-    tmp_path: Path, server_factory: Any, channels: Any
+    tmp_path: Path, reference_server: ReferenceServerFactory, channels: Any
 ) -> None:
     root = tmp_path / "data"
     write_key(root, "subs", "k", b"v")
-    server = await server_factory(DirectorySource(root, poll_interval=0.05), "poll")
+    server = await reference_server(DirectorySource(root, poll_interval=0.05), "poll")
     (root / "subs" / "k").unlink()
     (root / "subs").rmdir()
     root.rmdir()
@@ -585,13 +587,16 @@ async def test_directory_source_skips_hidden_and_backup_files(tmp_path: Path) ->
 
 
 async def test_unreadable_file_keeps_every_stream_serving(
-    tmp_path: Path, server_factory: Any, channels: Any, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    reference_server: ReferenceServerFactory,
+    channels: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     write_key(tmp_path, "subs", "k1", b"one")
     k2 = write_key(tmp_path, "subs", "k2", b"two")
     write_key(tmp_path, "other", "x", b"x")
     source = DirectorySource(tmp_path, poll_interval=0.02)
-    server = await server_factory(source, "poll")
+    server = await reference_server(source, "poll")
     ch = channels(server.address)
 
     caplog.set_level(logging.DEBUG, logger="streamer.server")
@@ -691,9 +696,11 @@ async def test_start_failure_stops_the_source() -> None:
     assert source.running == 0
 
 
-async def test_snapshot_cache_forgets_removed_streams(server_factory: Any, channels: Any) -> None:
+async def test_snapshot_cache_forgets_removed_streams(
+    reference_server: ReferenceServerFactory, channels: Any
+) -> None:
     source = MemorySource({"gone": {"k": b"v"}, "kept": {"k": b"v"}})
-    server = await server_factory(source, "poll")
+    server = await reference_server(source, "poll")
     ch = channels(server.address)
     await read_all(open_call(ch, request("gone")))
     await read_all(open_call(ch, request("kept")))
