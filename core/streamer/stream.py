@@ -174,7 +174,6 @@ class StreamRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
         self.state = StreamState.STOPPED
-        self.running = False
 
     # -- control ---------------------------------------------------------------------------
 
@@ -199,10 +198,6 @@ class StreamRunner:
             self._call.cancel()
         if self._wake is not None:
             self._wake.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
 
     # -- observer plumbing -----------------------------------------------------------------
 
@@ -229,7 +224,6 @@ class StreamRunner:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         self._wake = asyncio.Event()
-        self.running = True
         error: BaseException | None = None
         self._notify("stream_started")
         try:
@@ -239,7 +233,6 @@ class StreamRunner:
             raise
         finally:
             self._call = None
-            self.running = False
             self._set_state(StreamState.STOPPED)
             self._notify("stream_stopped", error)
         if error is not None:
