@@ -18,7 +18,7 @@ from streamer.backoff import Backoff
 from streamer.events import NullObserver, StreamObserver
 from streamer.listener import Listener, listener_problems
 from streamer.registry import GatewayRegistry
-from streamer.stream import Sleep, StreamRunner
+from streamer.stream import Sleep, StreamRunner, on_loop
 
 __all__ = ["STREAMING_INTERVAL", "Client", "DuplicateStreamError", "new_streamer_client"]
 
@@ -102,7 +102,7 @@ class Client:
         if self._listeners.get(name) is not listener:
             return False
         loop = self._loop
-        if loop is not None and not loop.is_closed() and not _on_loop(loop):
+        if loop is not None and not loop.is_closed() and not on_loop(loop):
             loop.call_soon_threadsafe(self._remove, listener)  # safe from any thread
         else:
             self._remove(listener)
@@ -201,13 +201,6 @@ class Client:
         await self.registry.close()
         if self._own_executor:
             self._executor.shutdown(wait=False)
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
 
 
 def new_streamer_client(

@@ -129,6 +129,14 @@ class _Invoker:
         return result
 
 
+def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when called from ``loop``'s own thread, while it runs."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 def _consume(fut: asyncio.Future[object]) -> None:
     """Retrieve a discarded read's outcome so asyncio does not log it as never retrieved."""
     if not fut.cancelled():
@@ -182,12 +190,7 @@ class StreamRunner:
         loop = self._loop
         if loop is None:
             self._stopping = True
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
+        elif on_loop(loop):
             self._do_stop()
         else:
             loop.call_soon_threadsafe(self._do_stop)
@@ -228,9 +231,6 @@ class StreamRunner:
         self._notify("stream_started")
         try:
             error = await self._loop_until_stop()
-        except asyncio.CancelledError:
-            error = None
-            raise
         finally:
             self._call = None
             self._set_state(StreamState.STOPPED)
