@@ -102,6 +102,7 @@ class Host:
         self.client: Client | None = None
         self._closer = WorkerPool(idle_timeout=5.0, name="streamer-close")
         self.pm = make_plugin_manager()
+        self._hooks = PluggyObserver(self.pm)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -123,7 +124,7 @@ class Host:
             registry,
             streaming_interval=self.config.streaming.interval,
             backoff=build_backoff(self.config),
-            observer=PluggyObserver(self.pm),
+            observer=self._hooks,
             gateway_id=self.config.require_cloud().gateway_id,
             max_streams_per_channel=self.config.require_cloud().max_streams_per_connection,
         )
@@ -139,7 +140,7 @@ class Host:
             self._shutdown = True
             try:
                 await self._stop_all()
-                PluggyObserver(self.pm).call("streamer_host_stopping")
+                self._hooks.call("streamer_host_stopping")
                 await self.client.close(timeout=self.config.streaming.shutdown_timeout)
             finally:
                 self._remove_signals()
@@ -183,7 +184,7 @@ class Host:
     def _announce(self) -> None:
         streams = sorted(self.streams())
         log.info("streaming %d stream(s): %s", len(streams), ", ".join(streams))
-        PluggyObserver(self.pm).call("streamer_host_started", streams=streams)
+        self._hooks.call("streamer_host_started", streams=streams)
 
     # -- starting and stopping plugins ----------------------------------------------------
 
