@@ -257,3 +257,51 @@ async def test_scripted_server_on_a_fixed_port() -> None:
             call = open_call(ch, "subs")
             await (await server.next_call()).end()
             assert await read(call) is grpc.aio.EOF
+
+
+# -- the kit's async tests run in pytest-asyncio's strict mode (a plugin's own checkout) ------
+
+KIT_STRICT_MODULE = '''
+import asyncio
+from streamer.testing import ScriptedServer, run_listener
+
+async def test_uses_fixture(streamer_server: ScriptedServer) -> None:
+    assert streamer_server.address
+
+async def test_in_module_that_imports_the_kit() -> None:
+    await asyncio.sleep(0)
+'''
+
+UNRELATED_MODULE = """
+async def test_not_ours() -> None:
+    pass
+"""
+
+
+def _run_strict(tmp_path: Any, name: str, source: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / name).write_text(source)
+    # An empty pytest.ini makes tmp_path the rootdir: no asyncio_mode = "auto" from this repo.
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_kit_async_tests_run_in_strict_mode(tmp_path: Any) -> None:
+    proc = _run_strict(tmp_path, "test_kit_strict.py", KIT_STRICT_MODULE)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout
+
+
+def test_kit_leaves_other_async_tests_alone(tmp_path: Any) -> None:
+    """A coroutine test that does not use the kit is pytest-asyncio's business, not ours."""
+    proc = _run_strict(tmp_path, "test_unrelated.py", UNRELATED_MODULE)
+    assert proc.returncode != 0
+    assert "async def functions are not natively supported" in proc.stdout

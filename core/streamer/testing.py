@@ -33,6 +33,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import (
     AsyncIterator,
@@ -60,8 +61,11 @@ if TYPE_CHECKING:
 
 try:
     from pytest_asyncio import fixture as _async_fixture
+
+    _HAVE_PYTEST_ASYNCIO = True
 except ImportError:  # pragma: no cover - the fixtures then need another async plugin
     _async_fixture = pytest.fixture  # type: ignore[assignment]
+    _HAVE_PYTEST_ASYNCIO = False
 
 __all__ = [
     "CallClosedError",
@@ -76,6 +80,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("streamer.testing")
+_THIS_MODULE = sys.modules[__name__]
 
 Updates = Union[
     "DataUpdateBatch",
@@ -345,6 +350,47 @@ class ReferenceServerFactory(Protocol):
     async def __call__(
         self, source: Source, mode: str = "push", **kwargs: Any
     ) -> ReferenceServer: ...
+
+
+# -- collection: the kit's async tests run wherever the kit is installed -----------------------
+
+_KIT_FIXTURES = frozenset({"streamer_server", "reference_server"})
+_ASYNC_MARKS = frozenset({"asyncio", "anyio", "trio"})
+
+
+def _uses_kit(collector: pytest.Collector, obj: object) -> bool:
+    """Does this test request a kit fixture, or live in a module that imports the kit?"""
+    try:
+        params = inspect.signature(obj).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    if _KIT_FIXTURES.intersection(params):
+        return True
+    module = collector.getparent(pytest.Module)
+    namespace = vars(module.obj) if module is not None else {}
+    this = __name__
+    return any(
+        value is _THIS_MODULE or getattr(value, "__module__", None) == this
+        for value in namespace.values()
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Module | pytest.Class, name: str, obj: object
+) -> Any:
+    """Mark ``async def`` tests that use the kit with ``pytest.mark.asyncio``.
+
+    pytest-asyncio's default (strict) mode runs only marked coroutines, so a plugin's tests
+    that pass inside this repository (whose pyproject sets ``asyncio_mode = "auto"``) would fail
+    in the plugin's own checkout with "async def functions are not natively supported". A test
+    that already carries an asyncio, anyio or trio mark is left as it is.
+    """
+    if _HAVE_PYTEST_ASYNCIO and inspect.iscoroutinefunction(obj) and _uses_kit(collector, obj):
+        marks = {m.name for m in getattr(obj, "pytestmark", ())}
+        if not marks & _ASYNC_MARKS:
+            pytest.mark.asyncio(obj)
+    return (yield)
 
 
 @_async_fixture
