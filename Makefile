@@ -6,15 +6,21 @@ BIN := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 EXAMPLES := $(wildcard examples/*/pyproject.toml)
 STAMP := $(VENV)/.installed
+# `make run` installs only what the demo runs: the core and the files, sqlite and log plugins.
+RUNTIME := $(VENV)/.runtime
 
 .PHONY: run test lint typecheck bench proto check-proto clean
 
-$(STAMP): pyproject.toml requirements-dev.txt $(PLUGINS) $(EXAMPLES) scripts/bootstrap
-	PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/bootstrap
-	touch $(STAMP)
+$(RUNTIME): pyproject.toml $(PLUGINS) scripts/bootstrap
+	@PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/bootstrap runtime
+	@touch $(RUNTIME)
 
-run: $(STAMP)
-	$(BIN)/streamer run --demo
+$(STAMP): $(RUNTIME) requirements-dev.txt $(EXAMPLES)
+	@PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/bootstrap dev
+	@touch $(STAMP)
+
+run: $(RUNTIME)
+	@$(BIN)/streamer run --demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.demo import BUILTIN_DATA, load_demo_data
+from streamer.demo import BUILTIN_DATA, DemoPrinter, load_demo_data
+from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,3 +59,33 @@ def test_demo_shows_updates_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     files = workdir / "files"
     assert files.is_dir() and any(files.rglob("*")), "files plugin wrote nothing"
     assert (workdir / "streamer.db").exists()
+    # Only the story on the terminal: log lines go to a private file named at exit.
+    assert not re.search(r"\b(INFO|WARNING|ERROR|DEBUG)\b", out), out
+    log_path = workdir / "streamer.log"
+    assert f"logs (network's updates are logged by the log plugin): {log_path}" in out
+    assert (log_path.stat().st_mode & 0o777) == 0o600
+    assert "streamer.host: streaming 3 stream(s)" in log_path.read_text()
+
+
+def _batch(resync: bool, **kv: str) -> DataUpdateBatch:
+    return DataUpdateBatch(
+        updates=[DataUpdate(key=k, value=v.encode()) for k, v in kv.items()], resync=resync
+    )
+
+
+def test_demo_printer_skips_snapshots_that_change_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    printer = DemoPrinter()
+    printer.streamer_batch_received("network", _batch(True, gateway="tac=1"))
+    printer.streamer_batch_received("network", _batch(True, gateway="tac=1"))  # poll, same
+    printer.streamer_batch_received("network", _batch(True, gateway="tac=2"))  # poll, changed
+    printer.streamer_batch_received("network", _batch(False, gateway="tac=2"))  # an update
+    printer.streamer_batch_received("other", _batch(True))  # first snapshot, even empty
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "  <- network       snapshot   1 key(s): gateway",
+        "  <- network       snapshot   1 key(s): gateway",
+        "  <- network       update     1 key(s): gateway",
+        "  <- other         snapshot   0 key(s): -",
+    ]

@@ -89,8 +89,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.demo:
         from streamer.demo import run_demo
 
-        configure_logging(args.log_level or "INFO", args.log_format or "human")
-        return run_demo(interval=args.demo_interval, duration=args.demo_duration)
+        return run_demo(
+            interval=args.demo_interval,
+            duration=args.demo_duration,
+            log_level=args.log_level or "INFO",
+            log_format=args.log_format or "human",
+        )
 
     path, config = _load(args)
     assert path is not None and config is not None

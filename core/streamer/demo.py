@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -96,10 +97,27 @@ def demo_config_text(address: str, workdir: Path, installed: set[str]) -> str:
 
 
 class DemoPrinter:
-    """Observer that prints each batch in a human-readable line (keys, never values)."""
+    """Observer that prints each batch in a human-readable line (keys, never values).
+
+    A snapshot that leaves a stream as it was (a poll stream re-serving the same data every
+    interval) is not news and is not printed.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[str, dict[str, bytes]] = {}
 
     @hookimpl
     def streamer_batch_received(self, stream: str, batch: DataUpdateBatch) -> None:
+        before = self._held.get(stream)
+        after = {} if batch.resync else dict(before or {})
+        for u in batch.updates:
+            if u.value:
+                after[u.key] = u.value
+            else:
+                after.pop(u.key, None)
+        self._held[stream] = after
+        if batch.resync and before == after:
+            return
         keys = [u.key + ("" if u.value else " (deleted)") for u in batch.updates]
         shown = ", ".join(keys[:4]) + (f", ... {len(keys) - 4} more" if len(keys) > 4 else "")
         kind = "snapshot" if batch.resync else "update"
@@ -120,7 +138,7 @@ def changes(data: dict[str, dict[str, bytes]]) -> Iterator[tuple[str, str, bytes
         yield "network", "gateway", tac, f"set network tac={n} (poll stream: seen next poll)"
 
 
-async def _demo(interval: float, duration: float | None) -> int:
+async def _demo(interval: float, duration: float | None, workdir: Path) -> int:
     from streamer.host import Host
     from streamer.server import ReferenceServer
     from streamer.sources import MemorySource
@@ -133,15 +151,21 @@ async def _demo(interval: float, duration: float | None) -> int:
     try:
         installed = {p.name for p in find_plugins(LISTENERS_GROUP)}
         missing = [plugin for _, plugin, _ in PLAN if plugin not in installed]
-        workdir = Path(tempfile.mkdtemp(prefix="streamer-demo-"))
         text = demo_config_text(server.address, workdir, installed)
-        print("streamer demo: reference server on", server.address, "- Ctrl-C to stop")
+        config_path = workdir / "streamer.toml"
+        config_path.write_text(text)
+        plan = ", ".join(
+            f"{stream} ({mode}) -> {plugin}"
+            for stream, plugin, mode in PLAN
+            if plugin in installed
+        )
+        print(f"streamer demo: a reference server on {server.address} serves {plan}")
+        print(f"  config: {config_path}; Ctrl-C to stop", flush=True)
         if missing:
             print(f"  (plugins not installed, their streams skipped: {', '.join(missing)})")
-        print("  config in use:\n    " + text.strip().replace("\n", "\n    "), flush=True)
-        config = config_from_text(text, workdir / "streamer.toml")
+        config = config_from_text(text, config_path)
         host = Host(config, extra_observers=[DemoPrinter()])
-        return await _run(host, source, data, installed, interval, duration, workdir)
+        return await _run(host, source, data, installed, interval, duration)
     finally:
         await server.stop(grace=0.5)
 
@@ -153,7 +177,6 @@ async def _run(
     installed: set[str],
     interval: float,
     duration: float | None,
-    workdir: Path,
 ) -> int:
     modes = {stream for stream, _, _ in PLAN}
 
@@ -179,16 +202,42 @@ async def _run(
     finally:
         for task in helpers:
             task.cancel()
-    print(f"streamer demo: stopped. Mirrored data is in {workdir}", flush=True)
     return code
 
 
 PLAN_BY_STREAM = {stream: plugin for stream, plugin, _ in PLAN}
 
 
-def run_demo(interval: float = 3.0, duration: float | None = None) -> int:
-    try:
-        return asyncio.run(_demo(interval, duration))
-    except KeyboardInterrupt:  # Ctrl-C before the host installed its handler
-        print("streamer demo: interrupted", file=sys.stderr)
-        return 0
+def _where_the_data_went(workdir: Path, log_path: Path) -> str:
+    lines = [f"streamer demo: stopped. Mirrored data is in {workdir}"]
+    if (workdir / "files").is_dir():
+        lines.append(f"  subscriberdb: one file per key under {workdir / 'files'}")
+    if (workdir / "streamer.db").exists():
+        lines.append(f"  policydb: SQLite database {workdir / 'streamer.db'}")
+    lines.append(f"  logs (network's updates are logged by the log plugin): {log_path}")
+    return "\n".join(lines)
+
+
+def run_demo(
+    interval: float = 3.0,
+    duration: float | None = None,
+    log_level: str = "INFO",
+    log_format: str = "human",
+) -> int:
+    """Run the demo; only the story goes to stdout, logs go to ``streamer.log`` in its
+    working directory, named at exit."""
+    from streamer.logs import configure_logging
+
+    workdir = Path(tempfile.mkdtemp(prefix="streamer-demo-"))
+    log_path = workdir / "streamer.log"
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with open(fd, "a", encoding="utf-8", buffering=1) as log_file:
+        configure_logging(log_level, log_format, stream=log_file)
+        try:
+            return asyncio.run(_demo(interval, duration, workdir))
+        except KeyboardInterrupt:  # Ctrl-C before the host installed its handler
+            print("streamer demo: interrupted", file=sys.stderr)
+            return 0
+        finally:
+            logging.shutdown()
+            print(_where_the_data_went(workdir, log_path), flush=True)
