@@ -155,9 +155,7 @@ async def _demo(interval: float, duration: float | None, workdir: Path) -> int:
         config_path = workdir / "streamer.toml"
         config_path.write_text(text)
         plan = ", ".join(
-            f"{stream} ({mode}) -> {plugin}"
-            for stream, plugin, mode in PLAN
-            if plugin in installed
+            f"{stream} ({mode}) -> {plugin}" for stream, plugin, mode in PLAN if plugin in installed
         )
         print(f"streamer demo: a reference server on {server.address} serves {plan}")
         print(f"  config: {config_path}; Ctrl-C to stop", flush=True)
