@@ -230,7 +230,19 @@ def test_message_format_for_a_wrong_value() -> None:
         (
             "plugins = ['files']\n[plugin.fils]\nx = 1",
             "plugin.fils",
-            "table [plugin.fils] but 'fils' is not enabled in plugins = ['files']; did you mean",
+            "table [plugin.fils] but 'fils' is not enabled in plugins = ['files']; "
+            "if 'files' is misspelt, write plugins = ['fils']; "
+            "if this table is, rename it [plugin.files]",
+        ),
+        (  # the list is the typo: the hint must not tell to rename the right table to it
+            "plugins = ['sqlit', 'log']\n[plugin.sqlite]\nx = 1",
+            "plugin.sqlite",
+            "if 'sqlit' is misspelt, write plugins = ['sqlite', 'log']",
+        ),
+        (
+            "plugins = ['files']\n[plugin.files]\n[plugin.fils]",
+            "plugin.fils",
+            "[plugin.files] exists too: remove or merge this one",
         ),
         ("[plugin.x]", "plugin.x", "not enabled"),
         ("hooks = ['h']\n[hook.h]\n[hook.z]", "hook.z", "not enabled in hooks"),

@@ -153,6 +153,12 @@ async def test_endpoints_and_status_against_a_running_host(host: Host, tmp_path:
     code, out, err = await streamer("status", "--config", str(other), cwd=tmp_path)
     assert code == 0, err
     assert "s1" in out
+    # ... even when the file has since become invalid: status needs only the address.
+    other.write_text(f'plugins = 7\n[metrics]\naddress = "{host.address}"\n')
+    code, out, err = await streamer("status", "--config", str(other), cwd=tmp_path)
+    assert code == 0, err
+    assert "s1" in out
+    assert f"note: {other} is not valid now" in err and "plugins" in err
 
     # After shutdown nothing answers there any more.
     host.proc.send_signal(signal.SIGTERM)

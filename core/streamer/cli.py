@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from streamer.config import Config, ConfigError, find_config, load_config
+from streamer.config import LOG_LEVELS, Config, ConfigError, find_config, load_config
 
 __all__ = ["main"]
 
@@ -37,6 +39,38 @@ def _load(args: argparse.Namespace, *, required: bool = True) -> tuple[Path | No
             )
         return None, None
     return path, load_config(path)
+
+
+def _load_lenient(args: argparse.Namespace) -> tuple[Path | None, Config | None, str | None]:
+    """For commands that only read a running host or the installed plugins: a config file that
+    has become invalid is reported (as the third item) instead of stopping the command."""
+    try:
+        path, config = _load(args, required=False)
+    except ConfigError as exc:
+        return find_config(args.config, os.environ), None, str(exc)
+    return path, config, None
+
+
+def _raw_toml(path: Path) -> dict[str, Any]:
+    """The file's TOML, or ``{}`` when it cannot be read or parsed."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+    return data
+
+
+def _version(dist: str = "streamer") -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -70,9 +104,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows_to_json,
     )
 
-    _, config = _load(args, required=False)
+    path, config, problem = _load_lenient(args)
     found = find_plugins(LISTENERS_GROUP)
-    enabled = config.plugins if config else ()
+    enabled: Sequence[str] = config.plugins if config else ()
+    if problem is not None and path is not None:
+        _err(f"{problem}\n  (listing installed plugins; enabled names read from the file as is)")
+        raw = _raw_toml(path).get("plugins")
+        if isinstance(raw, list):
+            enabled = [name for name in raw if isinstance(name, str)]
     result = None
     if config is not None and enabled:
         result = load_plugins(LISTENERS_GROUP, enabled, config.plugin_tables)
@@ -156,15 +195,26 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     address = args.address
     if address is None:
-        path, config = _load(args, required=args.config is not None)
-        if config is None or config.metrics.address is None:
+        path, config, problem = _load_lenient(args)
+        configured = config.metrics.address if config is not None else None
+        if problem is not None and path is not None:
+            # The running host was started from an older, valid version of this file: all
+            # status needs from it is the endpoint's address.
+            metrics = _raw_toml(path).get("metrics")
+            raw = metrics.get("address") if isinstance(metrics, dict) else None
+            configured = raw if isinstance(raw, str) and raw else None
+            if configured is not None:
+                _err(f"note: {path} is not valid now ({problem}); using its [metrics] address")
+        if configured is None:
+            if problem is not None:
+                _err(problem)
             where = f"{path}" if path is not None else "no config file found"
             _err(
                 f"status: no address: pass --address HOST:PORT or set [metrics] address "
                 f"in the config ({where})"
             )
             return EXIT_USAGE
-        address = query_address(config.metrics.address)
+        address = query_address(configured)
         if address.endswith(":0"):
             _err(f"status: {path}: [metrics] address uses port 0; pass --address HOST:PORT")
             return EXIT_USAGE
@@ -180,51 +230,102 @@ def cmd_status(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------------------
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Every option with a default value says so; flags and unset options say nothing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or "default:" in text
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: {default})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamer",
         description="Keep a gateway in sync with its cloud through listener plugins.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"streamer {_version()}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser = functools.partial(sub.add_parser, formatter_class=_DefaultsFormatter)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", metavar="PATH", help="config file (or $STREAMER_CONFIG)")
+        p.add_argument(
+            "--config",
+            "-c",
+            metavar="PATH",
+            help="config file; else $STREAMER_CONFIG, ./streamer.toml, "
+            "$XDG_CONFIG_HOME/streamer/streamer.toml, /etc/streamer/streamer.toml",
+        )
         return p
 
-    run = with_config(sub.add_parser("run", help="run every enabled plugin's streams"))
+    def log_options(p: argparse.ArgumentParser, level: str | None, fmt: str | None) -> None:
+        what = "" if level else " (default: the config's [log] level)"
+        p.add_argument(
+            "--log-level",
+            type=str.upper,
+            choices=LOG_LEVELS,
+            default=level,
+            metavar="LEVEL",
+            help=f"one of {', '.join(LOG_LEVELS)}, any case{what}",
+        )
+        what = "" if fmt else " (default: the config's [log] format)"
+        p.add_argument(
+            "--log-format", choices=("human", "json"), default=fmt, help=f"log line format{what}"
+        )
+
+    run = with_config(add_parser("run", help="run every enabled plugin's streams"))
     run.add_argument("--demo", action="store_true", help="embedded demo: no config, no cloud")
     run.add_argument("--demo-interval", type=float, default=3.0, help=argparse.SUPPRESS)
     run.add_argument("--demo-duration", type=float, default=None, help=argparse.SUPPRESS)
-    run.add_argument("--log-format", choices=("human", "json"), default=None)
-    run.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default=None)
+    log_options(run, None, None)
     run.set_defaults(func=cmd_run)
 
-    chk = with_config(sub.add_parser("check", help="run load-time checks without connecting"))
+    chk = with_config(add_parser("check", help="run load-time checks without connecting"))
     chk.set_defaults(func=cmd_check)
 
-    lst = with_config(sub.add_parser("list", help="installed plugins and their status"))
+    lst = with_config(add_parser("list", help="installed plugins and their status"))
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(func=cmd_list)
 
-    st = with_config(sub.add_parser("status", help="show a running host's streams"))
+    st = with_config(add_parser("status", help="show a running host's streams"))
     st.add_argument(
-        "--address", metavar="HOST:PORT", help="default: the config's [metrics] address"
+        "--address",
+        metavar="HOST:PORT",
+        help="the host's observability endpoint (default: the config's [metrics] address)",
     )
     st.add_argument("--json", action="store_true", help="machine-readable output")
-    st.add_argument("--timeout", type=float, default=5.0, help=argparse.SUPPRESS)
+    st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the host")
     st.set_defaults(func=cmd_status)
 
-    srv = sub.add_parser("serve", help="run the reference Streamer server over local data")
+    srv = add_parser("serve", help="run the reference Streamer server over local data")
     srv.add_argument("data", help="directory (one subdirectory per stream) or .sqlite/.db file")
     srv.add_argument("--address", default="127.0.0.1:50051", help="host:port to listen on")
-    srv.add_argument("--mode", choices=("poll", "push"), default="poll", help="default mode")
-    srv.add_argument("--stream-mode", action="append", metavar="STREAM=MODE")
+    srv.add_argument(
+        "--mode", choices=("poll", "push"), default="poll", help="how streams are served"
+    )
+    srv.add_argument(
+        "--stream-mode",
+        action="append",
+        metavar="STREAM=MODE",
+        help="serve one stream in another mode (repeatable)",
+    )
     srv.add_argument("--tls-cert", help="server certificate chain (PEM)")
     srv.add_argument("--tls-key", help="server private key (PEM)")
     srv.add_argument("--client-ca", help="CA that signs client certificates (PEM)")
-    srv.add_argument("--require-client-cert", action="store_true")
-    srv.add_argument("--log-format", choices=("human", "json"), default="human")
-    srv.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
+    srv.add_argument(
+        "--require-client-cert", action="store_true", help="refuse clients without a certificate"
+    )
+    log_options(srv, "INFO", "human")
     srv.set_defaults(func=cmd_serve)
     return parser
 

@@ -546,7 +546,7 @@ class _Validator:
                 self.fail(
                     sub,
                     f"table [{sub}] but {name!r} is not enabled in {list_key} = "
-                    f"{list(enabled)!r}" + _suggest(name, enabled),
+                    f"{list(enabled)!r}" + _typo_hint(key, name, enabled, list_key, raw),
                 )
             if not isinstance(table, Mapping):
                 self.fail(sub, f"expected a table, got {_show(table)}")
@@ -565,3 +565,24 @@ def _join(prefix: str, name: object) -> str:
 def _suggest(word: str, options: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(word, options, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _typo_hint(
+    key: str, name: str, enabled: tuple[str, ...], list_key: str, tables: Mapping[str, Any]
+) -> str:
+    """Which of the two spellings to fix, when a table's name is close to an enabled name.
+
+    Either the table or the list entry is misspelt; when the close enabled name has no table of
+    its own, both readings are possible and both fixes are named, the list's first.
+    """
+    close = difflib.get_close_matches(name, enabled, n=1)
+    if not close:
+        return ""
+    other = close[0]
+    if other in tables:
+        return f"; [{_join(key, other)}] exists too: remove or merge this one"
+    fixed = [name if n == other else n for n in enabled]
+    return (
+        f"; if {other!r} is misspelt, write {list_key} = {fixed!r}; "
+        f"if this table is, rename it [{_join(key, other)}]"
+    )
