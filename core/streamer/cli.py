@@ -1,4 +1,4 @@
-"""The ``streamer`` command: run, check, list, serve, status.
+"""The ``streamer`` command: run, check, list, tap, status, serve.
 
 Heavy imports (grpc, the host) happen inside the commands that need them, so ``list`` and
 ``check`` start fast and never import gRPC.
@@ -188,6 +188,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tap(args: argparse.Namespace) -> int:
+    from streamer.connection import RegistryError
+    from streamer.host import build_registry
+    from streamer.tap import tap
+
+    path, config = _load(args)
+    assert path is not None and config is not None
+    try:
+        registry = build_registry(config)
+    except RegistryError as exc:
+        _err(f"{path}: cloud: {exc}")
+        return EXIT_USAGE
+    if not args.json:
+        print(f"streamer tap: {args.stream} - Ctrl-C to stop", file=sys.stderr, flush=True)
+    try:
+        return asyncio.run(
+            tap(
+                registry,
+                args.stream,
+                out=sys.stdout,
+                err=sys.stderr,
+                values=args.values,
+                as_json=args.json,
+                interval=config.streaming.interval,
+                gateway_id=config.require_cloud().gateway_id,
+            )
+        )
+    except KeyboardInterrupt:
+        return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
@@ -306,6 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the host")
     st.set_defaults(func=cmd_status)
+
+    tp = with_config(
+        add_parser("tap", help="print a stream's batches as the cloud sends them (read-only)")
+    )
+    tp.add_argument("stream", help="the stream name to request")
+    tp.add_argument("--values", action="store_true", help="print values too (may be secret)")
+    tp.add_argument("--json", action="store_true", help="one JSON object per batch")
+    tp.set_defaults(func=cmd_tap)
 
     srv = add_parser("serve", help="run the reference Streamer server over local data")
     srv.add_argument("data", help="directory (one subdirectory per stream) or .sqlite/.db file")
