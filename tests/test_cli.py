@@ -31,7 +31,7 @@ def _help(command: str) -> str:
     return " ".join(text.split())  # undo argparse's line wrapping
 
 
-@pytest.mark.parametrize("command", ["run", "check", "list", "status", "serve"])
+@pytest.mark.parametrize("command", ["run", "check", "list", "tap", "status", "top", "serve"])
 def test_every_option_has_help(command: str) -> None:
     sub = build_parser()._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
     for action in sub._actions:

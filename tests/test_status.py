@@ -147,6 +147,14 @@ async def test_endpoints_and_status_against_a_running_host(host: Host, tmp_path:
     assert rows["nosuch"]["errors"] >= 1 and rows["nosuch"]["last_error"].startswith("NOT_FOUND")
     assert "v0" not in out  # values never leave the process
 
+    code, out, err = await streamer(
+        "top", "--address", host.address, "--iterations", "2", "--interval", "0.05", cwd=tmp_path
+    )
+    assert code == 0, err
+    assert out.count(f"streamer top - {host.address} - ") == 2
+    assert "\x1b[" not in out  # no screen control when stdout is not a terminal
+    assert any(line.split()[:3] == ["s1", "log", "streaming"] for line in out.splitlines())
+
     # The address can come from a config file's [metrics] table.
     other = tmp_path / "status.toml"
     other.write_text(f'[metrics]\naddress = "{host.address}"\n')

@@ -1,4 +1,4 @@
-"""The ``streamer`` command: run, check, list, tap, status, serve.
+"""The ``streamer`` command: run, check, list, tap, status, top, serve.
 
 Heavy imports (grpc, the host) happen inside the commands that need them, so ``list`` and
 ``check`` start fast and never import gRPC.
@@ -219,36 +219,47 @@ def cmd_tap(args: argparse.Namespace) -> int:
         return 0
 
 
+def _status_address(args: argparse.Namespace, command: str) -> str | None:
+    """The host endpoint to query: --address, else the config's [metrics] address (read even
+    from a config file that has become invalid). None after printing why there is none."""
+    from streamer.status import query_address
+
+    if args.address is not None:
+        return str(args.address)
+    path, config, problem = _load_lenient(args)
+    configured = config.metrics.address if config is not None else None
+    if problem is not None and path is not None:
+        # The running host was started from an older, valid version of this file: all
+        # status needs from it is the endpoint's address.
+        metrics = _raw_toml(path).get("metrics")
+        raw = metrics.get("address") if isinstance(metrics, dict) else None
+        configured = raw if isinstance(raw, str) and raw else None
+        if configured is not None:
+            _err(f"note: {path} is not valid now ({problem}); using its [metrics] address")
+    if configured is None:
+        if problem is not None:
+            _err(problem)
+        where = f"{path}" if path is not None else "no config file found"
+        _err(
+            f"{command}: no address: pass --address HOST:PORT or set [metrics] address "
+            f"in the config ({where})"
+        )
+        return None
+    address = query_address(configured)
+    if address.endswith(":0"):
+        _err(f"{command}: {path}: [metrics] address uses port 0; pass --address HOST:PORT")
+        return None
+    return address
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from streamer.status import HostUnreachable, fetch_status, format_status, query_address
+    from streamer.status import HostUnreachable, fetch_status, format_status
 
-    address = args.address
+    address = _status_address(args, "status")
     if address is None:
-        path, config, problem = _load_lenient(args)
-        configured = config.metrics.address if config is not None else None
-        if problem is not None and path is not None:
-            # The running host was started from an older, valid version of this file: all
-            # status needs from it is the endpoint's address.
-            metrics = _raw_toml(path).get("metrics")
-            raw = metrics.get("address") if isinstance(metrics, dict) else None
-            configured = raw if isinstance(raw, str) and raw else None
-            if configured is not None:
-                _err(f"note: {path} is not valid now ({problem}); using its [metrics] address")
-        if configured is None:
-            if problem is not None:
-                _err(problem)
-            where = f"{path}" if path is not None else "no config file found"
-            _err(
-                f"status: no address: pass --address HOST:PORT or set [metrics] address "
-                f"in the config ({where})"
-            )
-            return EXIT_USAGE
-        address = query_address(configured)
-        if address.endswith(":0"):
-            _err(f"status: {path}: [metrics] address uses port 0; pass --address HOST:PORT")
-            return EXIT_USAGE
+        return EXIT_USAGE
     try:
         doc = fetch_status(address, timeout=args.timeout)
     except HostUnreachable as exc:
@@ -256,6 +267,29 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(doc, indent=2, sort_keys=True) if args.json else format_status(doc))
     return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from streamer.status import fetch_status
+    from streamer.top import watch
+
+    address = _status_address(args, "top")
+    if address is None:
+        return EXIT_USAGE
+    if args.interval <= 0:
+        _err("top: --interval must be positive")
+        return EXIT_USAGE
+    try:
+        return watch(
+            address,
+            lambda: fetch_status(address, timeout=args.timeout),
+            out=sys.stdout,
+            interval=args.interval,
+            clear=sys.stdout.isatty(),
+            iterations=args.iterations,
+        )
+    except KeyboardInterrupt:
+        return 0
 
 
 # -- parser ----------------------------------------------------------------------------------
@@ -337,6 +371,19 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the host")
     st.set_defaults(func=cmd_status)
+
+    top = with_config(add_parser("top", help="a live, refreshing view of a running host"))
+    top.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="the host's observability endpoint (default: the config's [metrics] address)",
+    )
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    top.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the host")
+    top.add_argument(
+        "--iterations", type=int, default=None, metavar="N", help="stop after N screens"
+    )
+    top.set_defaults(func=cmd_top)
 
     tp = with_config(
         add_parser("tap", help="print a stream's batches as the cloud sends them (read-only)")
