@@ -69,3 +69,29 @@ def test_example_plugin_tests_pass_in_a_fresh_venv_outside_the_repo(tmp_path: Pa
     out = _run([str(venv / "bin" / "streamer"), "check", "--config", str(config)], tmp_path, env)
     assert f"{config}: OK" in out
     assert "hello-listener[hello] 0.1.0: streams greetings" in out
+
+
+def test_new_plugin_scaffold_passes_its_tests_in_a_fresh_venv(tmp_path: Path) -> None:
+    """`streamer new-plugin`, then the README's path: install with the test extra, pytest,
+    a sample config that enables it, `streamer check`."""
+    venv = tmp_path / "venv"
+    env = _clean_env()
+    base = getattr(sys, "_base_executable", sys.executable)
+    _run([base, "-m", "venv", str(venv)], tmp_path, env)
+    py = str(venv / "bin" / "python")
+    streamer = str(venv / "bin" / "streamer")
+    _run([py, "-m", "pip", "install", "-q", f"{ROOT}[test]"], tmp_path, env)
+    plugin = tmp_path / "streamer-kv"
+    out = _run([streamer, "new-plugin", "kv", "--dir", str(plugin)], tmp_path, env)
+    assert f"wrote {plugin}" in out
+    _run([py, "-m", "pip", "install", "-q", "-e", f"{plugin}[test]"], tmp_path, env)
+    out = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider"], plugin, env)
+    assert "4 passed" in out, out
+
+    sample = _run([streamer, "config", "sample", "kv"], tmp_path, env)
+    config = tmp_path / "streamer.toml"
+    config.write_text(sample)
+    out = _run([streamer, "check", "--config", str(config)], tmp_path, env)
+    assert f"{config}: OK" in out and "streamer-kv[kv] 0.1.0: streams example" in out
+    out = _run([streamer, "describe", "kv"], tmp_path, env)
+    assert "[plugin.kv]" in out and "max_keys" in out

@@ -1,4 +1,5 @@
-"""The ``streamer`` command: run, check, list, tap, status, top, serve.
+"""The ``streamer`` command: run, check, list, describe, config sample, new-plugin, tap,
+status, top, serve.
 
 Heavy imports (grpc, the host) happen inside the commands that need them, so ``list`` and
 ``check`` start fast and never import gRPC.
@@ -252,6 +253,42 @@ def _status_address(args: argparse.Namespace, command: str) -> str | None:
     return address
 
 
+def cmd_describe(args: argparse.Namespace) -> int:
+    from streamer.describe import DescribeError, describe
+
+    try:
+        print(describe(args.plugin))
+    except DescribeError as exc:
+        _err(f"describe: {exc}")
+        return EXIT_USAGE
+    return 0
+
+
+def cmd_config_sample(args: argparse.Namespace) -> int:
+    from streamer.describe import DescribeError, sample
+
+    try:
+        sys.stdout.write(sample(args.plugins))
+    except DescribeError as exc:
+        _err(f"config sample: {exc}")
+        return EXIT_USAGE
+    return 0
+
+
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from streamer.scaffold import ScaffoldError, new_plugin
+
+    try:
+        where = new_plugin(args.name, Path(args.dir) if args.dir else None)
+    except ScaffoldError as exc:
+        _err(f"new-plugin: {exc}")
+        return EXIT_USAGE
+    print(f"wrote {where}; next:")
+    print(f'  cd {where} && pip install -e ".[test]" && pytest')
+    print(f'  then enable it: plugins = ["{args.name}"] (streamer config sample {args.name})')
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
@@ -384,6 +421,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--iterations", type=int, default=None, metavar="N", help="stop after N screens"
     )
     top.set_defaults(func=cmd_top)
+
+    dsc = add_parser("describe", help="a plugin's streams and config keys, from its schema")
+    dsc.add_argument("plugin", help="the plugin's entry-point name (enabled or not)")
+    dsc.set_defaults(func=cmd_describe)
+
+    cfg = add_parser("config", help="config file helpers")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    smp = cfg_sub.add_parser(
+        "sample",
+        help="print a commented streamer.toml that `streamer check` accepts",
+        formatter_class=_DefaultsFormatter,
+    )
+    smp.add_argument(
+        "plugins", nargs="*", help="plugins to enable (default: every installed one with a schema)"
+    )
+    smp.set_defaults(func=cmd_config_sample)
+
+    new = add_parser("new-plugin", help="write a ready-to-test plugin package")
+    new.add_argument("name", help="entry-point name (lower case letters, digits, _)")
+    new.add_argument("--dir", help="where to write it (default: ./streamer-NAME)")
+    new.set_defaults(func=cmd_new_plugin)
 
     tp = with_config(
         add_parser("tap", help="print a stream's batches as the cloud sends them (read-only)")

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, Protocol
 import importlib_metadata
 
 from streamer.listener import listener_problems
+from streamer.schema import ConfigProblems, schema_of, validate
 
 __all__ = [
     "HOOKS_GROUP",
@@ -271,7 +272,14 @@ def build(
             f"{plugin.value} is {type(factory).__name__}, expected a callable factory",
             (plugin,),
         )
-    config = copy.deepcopy(dict(table or {}))
+    config: Any = copy.deepcopy(dict(table or {}))
+    schema = schema_of(factory)
+    if schema is not None:
+        # Every problem of the table at once, before any plugin code runs.
+        try:
+            config = validate(schema, config, where=f"plugin.{plugin.name}")
+        except ConfigProblems as exc:
+            return Problem(plugin.display, str(exc), (plugin,), exc)
     try:
         made = factory(config)
         if hasattr(made, "__await__"):
@@ -380,8 +388,16 @@ def _finish(
     problems: tuple[Problem, ...],
 ) -> LoadResult:
     loaded = tuple(r for r in results if isinstance(r, LoadedPlugin))
-    failed = tuple(r for r in results if isinstance(r, Problem))
+    failed = tuple(one for r in results if isinstance(r, Problem) for one in _one_per_key(r))
     return LoadResult(found, loaded, problems + failed + check_stream_names(loaded))
+
+
+def _one_per_key(problem: Problem) -> tuple[Problem, ...]:
+    """A schema's problems are listed one per key, like the rest of the report."""
+    exc = problem.exception
+    if not isinstance(exc, ConfigProblems):
+        return (problem,)
+    return tuple(Problem(problem.subject, str(p), problem.plugins, exc) for p in exc.problems)
 
 
 def _qualname(obj: object) -> str:

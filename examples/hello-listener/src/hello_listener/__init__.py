@@ -1,20 +1,30 @@
-"""A minimal streamer plugin. The class is the factory: streamer calls it with the plugin's
-``[plugin.hello]`` table from streamer.toml."""
+"""A minimal streamer plugin. The class is the factory: streamer validates the plugin's
+``[plugin.hello]`` table from streamer.toml against :class:`HelloConfig` and calls the class
+with the result."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated
 
 from streamer.proto import DataUpdateBatch
+from streamer.schema import Doc, PluginConfig, config_schema
 
 log = logging.getLogger("streamer.plugin.hello")
 
 
+class HelloConfig(PluginConfig):
+    """Greets every key it receives, in the log."""
+
+    stream: Annotated[str, Doc("the stream this listener receives", min_length=1)] = "hello"
+    greeting: Annotated[str, Doc("said before each key received")] = "hello"
+
+
+@config_schema(HelloConfig)
 class HelloListener:
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.name: str = config.get("stream", "hello")  # the stream this listener receives
-        self.greeting: str = config.get("greeting", "hello")
+    def __init__(self, config: HelloConfig) -> None:
+        self.name = config.stream  # the stream this listener receives
+        self.greeting = config.greeting
         self.seen: dict[str, bytes] = {}
 
     def get_extra_args(self) -> None:

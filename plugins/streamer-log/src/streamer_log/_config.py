@@ -1,39 +1,33 @@
-"""Validation of the ``[plugin.log]`` table: pure, no I/O."""
+"""The ``[plugin.log]`` table, declared as a schema: pure, no I/O."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable
+from typing import Annotated
 
-from streamer.sinks import TableReader
+from streamer.schema import Doc, PluginConfig, StreamNames
 
 __all__ = ["LogConfig"]
 
-_PLUGIN = "streamer-log"
-_KEYS = ("streams", "max_keys", "level")
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-@dataclass(frozen=True, slots=True)
-class LogConfig:
-    """``streams``: stream names (one listener each); ``max_keys``: how many keys a line shows;
-    ``level``: the logging level of the per-batch lines."""
+class LogConfig(PluginConfig):
+    """One log line per batch: stream, number of updates, resync flag and the first keys."""
 
-    streams: tuple[str, ...]
-    max_keys: int = 10
-    level: int = logging.INFO
+    streams: StreamNames
+    max_keys: Annotated[int, Doc("how many keys a line shows", ge=0)] = 10
+    level: Annotated[
+        str, Doc("logging level of the per-batch lines: DEBUG, INFO, WARNING or ERROR, any case")
+    ] = "INFO"
 
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any]) -> LogConfig:
-        read = TableReader(_PLUGIN, table, _KEYS)
-        streams = read.streams()
-        max_keys = read.integer("max_keys", 10, minimum=0)
-        name = read.string(
-            "level",
-            "INFO",
-            must="a logging level name (DEBUG, INFO, WARNING, ERROR)",
-            check=lambda name: isinstance(logging.getLevelName(name.upper()), int),
-        )
-        level: int = logging.getLevelName(name.upper())  # a number: checked above
-        return cls(streams=streams, max_keys=max_keys, level=level)
+    def check(self) -> Iterable[tuple[str, str]]:
+        if self.level.upper() not in _LEVELS:
+            yield "level", f"expected one of {', '.join(_LEVELS)} (any case), got {self.level!r}"
+
+    @property
+    def levelno(self) -> int:
+        """The level as a number (``logging.INFO``, ...)."""
+        number: int = logging.getLevelName(self.level.upper())
+        return number

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from streamer.schema import config_schema
 from streamer_log._config import LogConfig
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class LogListener:
         """Nothing to release."""
 
 
-def create_listeners(config: Mapping[str, Any]) -> list[LogListener]:
+@config_schema(LogConfig)
+def create_listeners(config: LogConfig) -> list[LogListener]:
     """Entry point ``log``: one :class:`LogListener` per name in ``streams``."""
-    cfg = LogConfig.from_table(config)
-    return [LogListener(s, max_keys=cfg.max_keys, level=cfg.level) for s in cfg.streams]
+    return [LogListener(s, max_keys=config.max_keys, level=config.levelno) for s in config.streams]
