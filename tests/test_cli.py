@@ -69,3 +69,42 @@ def test_list_works_when_the_config_is_invalid(tmp_path: Path) -> None:
     assert "listing installed plugins" in out
     row = next(line for line in out.splitlines() if line.startswith("log "))
     assert re.search(r"\byes\b", row) and "not loaded" in row
+
+
+def test_check_reports_config_errors_in_the_numbered_format(tmp_path: Path) -> None:
+    cfg = tmp_path / "streamer.toml"
+    cfg.write_text('plugins = ["sqlit"]\n[cloud]\ntarget = "127.0.0.1:1"\n[plugin.sqlite]\n')
+    code, out = run_cli("check", "--config", str(cfg), env=_env())
+    assert code == 2
+    assert out.splitlines()[:3] == [
+        f"{cfg}: NOT OK",
+        "1 problem found; nothing was started:",
+        "  1. plugin.sqlite: table [plugin.sqlite] but 'sqlite' is not enabled in plugins = "
+        "['sqlit']; if 'sqlit' is misspelt, write plugins = ['sqlite']; "
+        "if this table is, rename it [plugin.sqlit]",
+    ]
+
+
+def test_check_json(tmp_path: Path) -> None:
+    import json
+
+    cfg = tmp_path / "streamer.toml"
+    cfg.write_text(
+        'plugins = ["log"]\n[cloud]\ntarget = "127.0.0.1:1"\n[plugin.log]\nstreams=["a"]\n'
+    )
+    code, out = run_cli("check", "--config", str(cfg), "--json", env=_env())
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["ok"] is True and doc["problems"] == [] and doc["config"] == str(cfg)
+    (plugin,) = doc["plugins"]
+    assert plugin["name"] == "log" and plugin["dist"] == "streamer-log"
+    assert plugin["streams"] == ["a"]
+
+    cfg.write_text('plugins = ["log", "nope"]\n[cloud]\ntarget = "127.0.0.1:1"\n[plugin.log]\n')
+    code, out = run_cli("check", "--config", str(cfg), "--json", env=_env())
+    assert code == 2
+    doc = json.loads(out)
+    assert doc["ok"] is False
+    subjects = [p["subject"] for p in doc["problems"]]
+    assert "nope" in subjects
+    assert any(p["message"].startswith("plugin.log.streams: missing") for p in doc["problems"])

@@ -169,8 +169,8 @@ def test_check_config_error_names_file_and_key(site: Path, tmp_path: Path) -> No
     )
     code, out = run_cli("check", "--config", str(cfg), env=streamer_env(site))
     assert code == 2
-    assert f"{cfg}: streaming.intervall" in out
-    assert "interval" in out  # suggestion
+    assert out.startswith(f"{cfg}: NOT OK\n1 problem found; nothing was started:\n")
+    assert "  1. streaming.intervall: unknown key; did you mean 'interval'?" in out
 
 
 def test_list_table_and_json(site: Path, tmp_path: Path) -> None:

@@ -78,15 +78,53 @@ def _version(dist: str = "streamer") -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from streamer.checks import LoadFailed, check
+    import json
 
-    path, config = _load(args)
+    from streamer.checks import LoadFailed, check
+    from streamer.plugins import Problem
+
+    def problem_doc(p: Problem | str) -> dict[str, str]:
+        if isinstance(p, Problem):
+            return {"subject": p.subject, "message": p.message}
+        return {"subject": "", "message": str(p)}
+
+    def refuse(path: Path | str, problems: Sequence[Problem | str]) -> int:
+        failed = LoadFailed(problems)
+        if args.json:
+            doc = {"config": str(path), "ok": False, "problems": [problem_doc(p) for p in problems]}
+            print(json.dumps(doc, indent=2))
+        else:
+            print(f"{path}: NOT OK\n{failed}")
+        return EXIT_USAGE
+
+    try:
+        path, config = _load(args)
+    except ConfigError as exc:
+        # The same numbered report as every other problem (the file's own problem first).
+        return refuse(exc.path, [Problem(exc.key or str(exc.path), exc.message)])
     assert path is not None and config is not None
     try:
         loaded, hooks = check(config)
     except LoadFailed as exc:
-        print(f"{path}: NOT OK\n{exc}")
-        return EXIT_USAGE
+        return refuse(path, exc.problems)
+    if args.json:
+        doc = {
+            "config": str(path),
+            "ok": True,
+            "plugins": [
+                {
+                    "name": lp.plugin.name,
+                    "dist": lp.plugin.dist,
+                    "version": lp.plugin.version,
+                    "streams": list(lp.stream_names),
+                }
+                for lp in loaded
+            ],
+            "observers": [{"name": p.name, "dist": p.dist, "version": p.version} for p, _ in hooks],
+            "problems": [],
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
     print(f"{path}: OK")
     for lp in loaded:
         print(f"  {lp.plugin.display} {lp.plugin.version}: streams {', '.join(lp.stream_names)}")
@@ -393,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     chk = with_config(add_parser("check", help="run load-time checks without connecting"))
+    chk.add_argument("--json", action="store_true", help="machine-readable report")
     chk.set_defaults(func=cmd_check)
 
     lst = with_config(add_parser("list", help="installed plugins and their status"))
