@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults import make_sink_site
+from tests.pg import PgCluster, find_pg_bindir
 
 
 @pytest.fixture
@@ -19,3 +21,25 @@ def sink_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.syspath_prepend(str(path))
     yield path
     sys.modules.pop("reliability_sink", None)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster (skipped without PostgreSQL's binaries, unless
+    STREAMER_REQUIRE_POSTGRES=1, as in CI)."""
+    bindir = find_pg_bindir()
+    if bindir is None:
+        if os.environ.get("STREAMER_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL (initdb, pg_ctl) not found and STREAMER_REQUIRE_POSTGRES=1")
+        pytest.skip("PostgreSQL (initdb, pg_ctl) not installed")
+    cluster = PgCluster(bindir)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: PgCluster) -> str:
+    """A fresh, empty database in the session's cluster."""
+    return pg_cluster.new_database()

@@ -261,7 +261,7 @@ async def test_scripted_server_on_a_fixed_port() -> None:
 
 # -- the kit's async tests run in pytest-asyncio's strict mode (a plugin's own checkout) ------
 
-KIT_STRICT_MODULE = '''
+KIT_STRICT_MODULE = """
 import asyncio
 from streamer.testing import ScriptedServer, run_listener
 
@@ -270,7 +270,7 @@ async def test_uses_fixture(streamer_server: ScriptedServer) -> None:
 
 async def test_in_module_that_imports_the_kit() -> None:
     await asyncio.sleep(0)
-'''
+"""
 
 UNRELATED_MODULE = """
 async def test_not_ours() -> None:

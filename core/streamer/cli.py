@@ -214,13 +214,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         modes[name] = mode
 
+    if (args.data is None) == (args.source is None):
+        _err("serve: give the data as DATA or as --source, exactly once")
+        return EXIT_USAGE
+    spec = args.source if args.source is not None else args.data
+    from streamer.pgsource import redact_dsn
+
     def started(server: ReferenceServer) -> None:
-        print(f"streamer serve: {args.data} on {server.address} (mode {args.mode})", flush=True)
+        shown = redact_dsn(spec) if "://" in spec else spec
+        print(f"streamer serve: {shown} on {server.address} (mode {args.mode})", flush=True)
 
     try:
-        asyncio.run(
-            run_server(args.data, args.address, args.mode, tls, modes=modes, on_started=started)
-        )
+        asyncio.run(run_server(spec, args.address, args.mode, tls, modes=modes, on_started=started))
     except (SourceError, ValueError, OSError) as exc:
         _err(f"serve: {exc}")
         return EXIT_USAGE
@@ -491,7 +496,17 @@ def build_parser() -> argparse.ArgumentParser:
     tp.set_defaults(func=cmd_tap)
 
     srv = add_parser("serve", help="run the reference Streamer server over local data")
-    srv.add_argument("data", help="directory (one subdirectory per stream) or .sqlite/.db file")
+    srv.add_argument(
+        "data",
+        nargs="?",
+        help="directory (one subdirectory per stream) or .sqlite/.db file",
+    )
+    srv.add_argument(
+        "--source",
+        metavar="SPEC",
+        help="the data as DATA above, or postgresql://USER[:PASS]@HOST[:PORT]/DB for a fleet "
+        "of replicas over one database (needs streamer[server]; see docs/server.md)",
+    )
     srv.add_argument("--address", default="127.0.0.1:50051", help="host:port to listen on")
     srv.add_argument(
         "--mode", choices=("poll", "push"), default="poll", help="how streams are served"

@@ -36,6 +36,7 @@ from streamer.sources import (
     Snapshot,
     Source,
     SourceError,
+    SourceUnavailable,
     SQLiteSource,
     UnknownStreamError,
     open_source,
@@ -298,6 +299,8 @@ class ReferenceServer:
         digest = requested_digest(request)
         try:
             snap = await self.source.snapshot(stream)
+        except SourceUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except UnknownStreamError as exc:
             self._batches.pop(stream, None)
             logger.info(
@@ -327,6 +330,8 @@ class ReferenceServer:
         while True:
             try:
                 changes = await self.source.changes_since(stream, version)
+            except SourceUnavailable as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             except UnknownStreamError:
                 self._batches.pop(stream, None)
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"stream {stream!r} was removed")

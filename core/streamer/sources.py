@@ -44,6 +44,7 @@ __all__ = [
     "Snapshot",
     "Source",
     "SourceError",
+    "SourceUnavailable",
     "StreamStore",
     "UnknownStreamError",
     "key_filename",
@@ -58,6 +59,11 @@ SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 class SourceError(Exception):
     """A data source cannot be opened or read; the message names the path."""
+
+
+class SourceUnavailable(SourceError):
+    """The source cannot serve right now (e.g. its database connection is down or catching
+    up); the server answers UNAVAILABLE so that clients retry, possibly on another replica."""
 
 
 class UnknownStreamError(LookupError):
@@ -680,8 +686,13 @@ def _as_bytes(value: object) -> bytes:
     return str(value).encode("utf-8")
 
 
-def open_source(spec: str | os.PathLike[str], *, poll_interval: float = 0.5) -> PollingSource:
-    """A source from a command-line spec: a directory, or a ``.sqlite``/``.db`` file."""
+def open_source(spec: str | os.PathLike[str], *, poll_interval: float = 0.5) -> Source:
+    """A source from a command-line spec: a directory, a ``.sqlite``/``.db`` file, or a
+    ``postgresql://`` DSN (see :mod:`streamer.pgsource`)."""
+    if isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://")):
+        from streamer.pgsource import PostgresSource
+
+        return PostgresSource(spec)
     path = Path(spec)
     if path.suffix.lower() in SQLITE_SUFFIXES:
         if not path.is_file():
