@@ -1,4 +1,4 @@
-"""Run every benchmark (B1-B9) and print one table.
+"""Run every benchmark (B1-B12) and print one table.
 
 Each benchmark is its own script (run here in a fresh subprocess, so one benchmark's threads,
 channels and memory never leak into the next) and can be run alone; see docs/benchmarks.md.
@@ -35,6 +35,8 @@ SCRIPTS: dict[str, tuple[str, list[str]]] = {
     "B7": ("bench_time_to_data.py", []),
     "B8": ("bench_cold_start.py", []),
     "B9": ("bench_sink.py", []),
+    "B10": ("bench_fleet.py", ["--only", "B10"]),
+    "B12": ("bench_fleet.py", ["--only", "B12"]),
 }
 
 
@@ -54,7 +56,7 @@ def run_one(bid: str, quick: bool) -> tuple[list[Row], str | None]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CI-friendly smoke versions")
-    p.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated ids (B1..B9)")
+    p.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated ids (B1..B12)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
     ids = [i.strip().upper() for i in args.only.split(",") if i.strip()]

@@ -31,6 +31,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 
 from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch, StreamRequest
 from streamer.sources import (
+    Changes,
     DirectorySource,
     MemorySource,
     Snapshot,
@@ -204,6 +205,7 @@ class ReferenceServer:
         self._server: grpc.aio.Server | None = None
         self._source_started = False
         self._batches: dict[str, tuple[int, DataUpdateBatch]] = {}
+        self._change_batches: dict[int, tuple[Changes, DataUpdateBatch]] = {}
 
     @property
     def address(self) -> str:
@@ -287,6 +289,23 @@ class ReferenceServer:
         self._batches[stream] = (snap.version, batch)
         return batch
 
+    def _changes_batch(self, changes: Changes) -> DataUpdateBatch:
+        """One batch per :class:`Changes` object: the calls waiting on a stream at the same
+        version share it (the source hands them the same object), so a commit fanned out to
+        1,000 calls builds one message, not 1,000."""
+        key = id(changes)
+        cached = self._change_batches.get(key)
+        if cached is not None and cached[0] is changes:
+            return cached[1]
+        batch = DataUpdateBatch(
+            updates=[DataUpdate(key=k, value=v) for k, v in changes.items],
+            resync=changes.resync,
+        )
+        if len(self._change_batches) >= 256:
+            self._change_batches.clear()
+        self._change_batches[key] = (changes, batch)
+        return batch
+
     async def _get_updates(
         self,
         request: StreamRequest,
@@ -335,11 +354,7 @@ class ReferenceServer:
             except UnknownStreamError:
                 self._batches.pop(stream, None)
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"stream {stream!r} was removed")
-            batch = DataUpdateBatch(
-                updates=[DataUpdate(key=k, value=v) for k, v in changes.items],
-                resync=changes.resync,
-            )
-            await context.write(batch)
+            await context.write(self._changes_batch(changes))
             version = changes.version
 
 

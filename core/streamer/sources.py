@@ -115,7 +115,7 @@ class Source(Protocol):
 
 
 class _Stream:
-    __slots__ = ("data", "digester", "floor", "log", "snap", "version")
+    __slots__ = ("data", "diffs", "digester", "floor", "log", "snap", "version")
 
     def __init__(self, version: int) -> None:
         self.data: dict[str, bytes] = {}
@@ -124,6 +124,9 @@ class _Stream:
         self.floor = version  # log entries with version <= floor may be missing
         self.log: deque[tuple[int, str]] = deque()
         self.snap: Snapshot | None = None
+        # Changes up to ``version``, by the version they start from: the push calls that wait
+        # on one stream mostly wait at the same version, and share one Changes (and batch).
+        self.diffs: dict[int, Changes] = {}
 
 
 class StreamStore:
@@ -257,14 +260,23 @@ class StreamStore:
         return st
 
     def _collect(self, st: _Stream, since: int) -> Changes:
+        cached = st.diffs.get(since)
+        if cached is not None and cached.version == st.version:
+            return cached
+        if len(st.diffs) > 64 or (cached is not None):
+            st.diffs = {k: c for k, c in st.diffs.items() if c.version == st.version}
         if since < st.floor:
-            return Changes(st.version, True, tuple(st.data.items()))
-        keys: set[str] = set()
-        for v, key in reversed(st.log):
-            if v <= since:
-                break
-            keys.add(key)
-        return Changes(st.version, False, tuple((k, st.data.get(k, b"")) for k in sorted(keys)))
+            changes = Changes(st.version, True, tuple(st.data.items()))
+        else:
+            keys: set[str] = set()
+            for v, key in reversed(st.log):
+                if v <= since:
+                    break
+                keys.add(key)
+            items = tuple((k, st.data.get(k, b"")) for k in sorted(keys))
+            changes = Changes(st.version, False, items)
+        st.diffs[since] = changes
+        return changes
 
     def _wake(self, stream: str) -> None:
         for fut in self._waiters.pop(stream, ()):
