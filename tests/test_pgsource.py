@@ -47,22 +47,32 @@ async def started(dsn: str, **kwargs: Any) -> PostgresSource:
 
 
 class Reader:
-    """One push-mode GetUpdates call, its batches collected as they arrive."""
+    """A push-mode GetUpdates call, its batches collected as they arrive; a call that fails
+    (e.g. the replica does not know the stream yet) is made again, as a gateway would."""
 
     def __init__(self, address: str, stream: str) -> None:
         self.channel = grpc.aio.insecure_channel(address)
-        call = self.channel.unary_stream(
-            METHOD,
-            request_serializer=StreamRequest.SerializeToString,
-            response_deserializer=DataUpdateBatch.FromString,
-        )(StreamRequest(stream_name=stream))
-        self.call = call
+        self.stream = stream
         self.batches: list[DataUpdateBatch] = []
+        self.failures: list[grpc.StatusCode] = []
+        self.call: Any = None
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        async for batch in self.call:
-            self.batches.append(batch)
+        while True:
+            self.call = self.channel.unary_stream(
+                METHOD,
+                request_serializer=StreamRequest.SerializeToString,
+                response_deserializer=DataUpdateBatch.FromString,
+            )(StreamRequest(stream_name=self.stream))
+            try:
+                async for batch in self.call:
+                    self.batches.append(batch)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED:
+                    return
+                self.failures.append(exc.code())
+                await asyncio.sleep(0.05)
 
     def state(self) -> dict[str, bytes]:
         held: dict[str, bytes] = {}
@@ -77,7 +87,9 @@ class Reader:
         return held
 
     async def close(self) -> None:
-        self.call.cancel()
+        self.task.cancel()
+        if self.call is not None:
+            self.call.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         await self.channel.close()
 
@@ -112,6 +124,8 @@ async def test_one_committed_transaction_is_one_batch(pg_dsn: str, db: asyncpg.C
     await db.executemany(
         "INSERT INTO streamer_data VALUES ('subs', $1, $2)", [("a", b"A"), ("b", b"B"), ("c", b"C")]
     )
+    # The stream exists on the replica once the inserts' notification is handled.
+    await eventually(lambda: holds(source, "subs") == {"a": b"A", "b": b"B", "c": b"C"}, "load")
     server = ReferenceServer(source, "push")
     await server.start()
     reader = Reader(server.address, "subs")
