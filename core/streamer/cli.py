@@ -1,5 +1,5 @@
 """The ``streamer`` command: run, check, list, describe, config sample, new-plugin, tap,
-status, top, serve.
+status, top, serve, fleet.
 
 Heavy imports (grpc, the host) happen inside the commands that need them, so ``list`` and
 ``check`` start fast and never import gRPC.
@@ -225,7 +225,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"streamer serve: {shown} on {server.address} (mode {args.mode})", flush=True)
 
     try:
-        asyncio.run(run_server(spec, args.address, args.mode, tls, modes=modes, on_started=started))
+        asyncio.run(
+            run_server(
+                spec,
+                args.address,
+                args.mode,
+                tls,
+                modes=modes,
+                on_started=started,
+                status_address=args.status_address,
+            )
+        )
     except (SourceError, ValueError, OSError) as exc:
         _err(f"serve: {exc}")
         return EXIT_USAGE
@@ -329,6 +339,24 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
     print(f"wrote {where}; next:")
     print(f'  cd {where} && pip install -e ".[test]" && pytest')
     print(f'  then enable it: plugins = ["{args.name}"] (streamer config sample {args.name})')
+    return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    import json
+
+    from streamer.fleet import format_fleet
+    from streamer.status import HostUnreachable, fetch_status
+
+    try:
+        doc = fetch_status(args.address, timeout=args.timeout)
+    except HostUnreachable as exc:
+        _err(
+            f"fleet: no fleet view at {args.address} ({exc.reason}); "
+            "is `streamer serve --status-address` running there?"
+        )
+        return 1
+    print(json.dumps(doc, indent=2, sort_keys=True) if args.json else format_fleet(doc))
     return 0
 
 
@@ -523,8 +551,22 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument(
         "--require-client-cert", action="store_true", help="refuse clients without a certificate"
     )
+    srv.add_argument(
+        "--status-address",
+        metavar="HOST:PORT",
+        help="serve the fleet view (which gateway has applied what) as /status JSON and "
+        "/metrics; read it with `streamer fleet`",
+    )
     log_options(srv, "INFO", "human")
     srv.set_defaults(func=cmd_serve)
+
+    flt = add_parser("fleet", help="which gateways are in sync, from a server's fleet view")
+    flt.add_argument(
+        "--address", required=True, metavar="HOST:PORT", help="the server's --status-address"
+    )
+    flt.add_argument("--json", action="store_true", help="machine-readable output")
+    flt.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the server")
+    flt.set_defaults(func=cmd_fleet)
     return parser
 
 

@@ -29,6 +29,7 @@ import grpc.aio
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.wrappers_pb2 import StringValue
 
+from streamer.fleet import CurrentData, FleetView, identify
 from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch, StreamRequest
 from streamer.sources import (
     Changes,
@@ -186,6 +187,11 @@ class ReferenceServer:
         record_requests: bool = True,
     ) -> None:
         self.source = source
+        # Which gateway has applied what (streamer.fleet), when the source can say what its
+        # data is now (every StreamStore can).
+        self.fleet: FleetView | None = (
+            FleetView(source) if isinstance(source, CurrentData) else None
+        )
         self.mode: Mode = _check_mode(mode, "ReferenceServer")
         pairs = (
             modes.items() if isinstance(modes, Mapping) else ((s.name, s.mode) for s in modes or ())
@@ -233,7 +239,7 @@ class ReferenceServer:
         try:
             server = grpc.aio.server(options=self._options)
             port = bind_get_updates(
-                server, self._get_updates, self._bind, credentials, "ReferenceServer"
+                server, self._observed_get_updates, self._bind, credentials, "ReferenceServer"
             )
             await server.start()
         except BaseException:
@@ -306,11 +312,27 @@ class ReferenceServer:
         self._change_batches[key] = (changes, batch)
         return batch
 
-    async def _get_updates(
+    async def _observed_get_updates(
         self,
         request: StreamRequest,
         context: grpc.aio.ServicerContext[StreamRequest, DataUpdateBatch],
     ) -> None:
+        if self.fleet is None:
+            await self._get_updates(request, context, None)
+            return
+        who = identify(context.auth_context(), request.gatewayId, context.peer())
+        try:
+            await self._get_updates(request, context, who)
+        finally:
+            self.fleet.call_ended(who[0], request.stream_name)
+
+    async def _get_updates(
+        self,
+        request: StreamRequest,
+        context: grpc.aio.ServicerContext[StreamRequest, DataUpdateBatch],
+        who: tuple[str, str] | None,
+    ) -> None:
+        """``who``: the gateway's identity and how it was established, for the fleet view."""
         if self._record:
             self.requests.append(request)
         stream = request.stream_name
@@ -330,6 +352,10 @@ class ReferenceServer:
             )
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         matched = digest is not None and digest == snap.digest
+        fleet = self.fleet if who is not None else None
+        gateway = who[0] if who is not None else ""
+        if fleet is not None and who is not None:
+            fleet.call_started(gateway, who[1], stream, digest)
         logger.info(
             "GetUpdates stream=%r gatewayId=%r peer=%s mode=%s digest_matched=%s keys=%d",
             stream,
@@ -341,6 +367,8 @@ class ReferenceServer:
         )
         if not matched:
             await context.write(self._snapshot_batch(stream, snap))
+        if fleet is not None:
+            fleet.delivered(gateway, stream, snap.version)
         if mode == "poll":
             return
         if matched:  # headers now, so the client knows the call is live before any change
@@ -356,6 +384,8 @@ class ReferenceServer:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"stream {stream!r} was removed")
             await context.write(self._changes_batch(changes))
             version = changes.version
+            if fleet is not None:
+                fleet.delivered(gateway, stream, version)
 
 
 async def run_server(
@@ -368,6 +398,7 @@ async def run_server(
     poll_interval: float = 0.5,
     max_send_message_length: int | None = None,
     on_started: Callable[[ReferenceServer], None] | None = None,
+    status_address: str | None = None,
 ) -> None:
     """Serve ``source_spec`` (a directory or a ``.sqlite``/``.db`` file) until cancelled.
 
@@ -387,9 +418,19 @@ async def run_server(
         record_requests=False,
     )
     await server.start()
+    endpoint = None
     try:
+        if status_address is not None and server.fleet is not None:
+            from streamer.status import ObservabilityServer
+
+            host, _, port = status_address.rpartition(":")
+            endpoint = ObservabilityServer(server.fleet, host.strip("[]"), int(port))
+            endpoint.start()
+            logger.info("fleet status on http://%s/status", endpoint.address)
         if on_started is not None:
             on_started(server)
         await server.wait_for_termination()
     finally:
+        if endpoint is not None:
+            endpoint.stop()
         await asyncio.shield(server.stop(grace=1.0))

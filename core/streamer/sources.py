@@ -151,6 +151,12 @@ class StreamStore:
         with self._lock:
             return sorted(self._streams)
 
+    def current(self, stream: str) -> tuple[int, str] | None:
+        """The stream's (version, digest) now, or None when it does not exist. O(1)."""
+        with self._lock:
+            st = self._streams.get(stream)
+            return None if st is None else (st.version, st.digester.hexdigest())
+
     def get(self, stream: str) -> dict[str, bytes]:
         """A copy of one stream's data (raises :class:`UnknownStreamError`)."""
         with self._lock:
