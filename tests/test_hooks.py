@@ -97,7 +97,7 @@ def test_logging_observer_one_info_line_per_meaningful_change(
             obs.streamer_state_changed("s", StreamState.STREAMING)
             obs.streamer_batch_received("s", batch)
             obs.streamer_state_changed("s", StreamState.WAITING)
-        obs.streamer_error_reported("s", ConnectionError("down"), Decision.CONTINUE)
+        obs.streamer_error_reported("s", ConnectionError("down"), Decision.CONTINUE, "call failed")
         obs.streamer_state_changed("s", StreamState.STREAMING)
         obs.streamer_stream_stopped("s", None)
     info = [r for r in caplog.records if r.levelno >= logging.INFO]

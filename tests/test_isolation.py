@@ -140,7 +140,7 @@ async def test_host_survives_failing_plugin_and_failed_import_on_reload(tmp_path
     try:
         await eventually(lambda: seen(out, "g1", "k0"), "good plugin streaming", timeout=15)
         await eventually(
-            lambda: "streamer.plugin.raiser: stream r1: ValueError" in text(),
+            lambda: "streamer.plugin.raiser: stream r1: update raised: ValueError" in text(),
             "the raiser's failure logged under its plugin's name",
         )
         assert "r1: this listener fails on every batch" in text()

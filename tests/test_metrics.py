@@ -268,6 +268,8 @@ async def test_status_document_per_stream(rig: Rig) -> None:
         "last_error",
         "last_error_age_s",
         "backoff",
+        "failing",
+        "failures_in_a_row",
     }
     assert rows["s1"]["plugin"] == "plug" and rows["s1"]["state"] == "streaming"
     assert rows["s1"]["updates"] == 4 and rows["s1"]["batches"] == 1

@@ -6,6 +6,7 @@ Everything is collected and reported together; nothing is started when any check
 from __future__ import annotations
 
 import importlib.util
+import threading
 import types
 from collections.abc import Callable, Iterable, Sequence
 
@@ -70,7 +71,9 @@ def load_hooks(
         if callable(obj) and not isinstance(obj, types.ModuleType):
             try:
                 obj = obj(config.hook_table(plugin.name))
-            except Exception as exc:
+            except BaseException as exc:  # plugin code: SystemExit and the like are its faults
+                if isinstance(exc, KeyboardInterrupt) and _in_main_thread():
+                    raise
                 errors.append(
                     Problem(plugin.display, f"observer factory raised {exc!r}", (plugin,), exc)
                 )
@@ -85,9 +88,10 @@ def load_hooks(
 
 def _hook_problem(plugin: Plugin, obj: object) -> Problem | None:
     """Register ``obj`` with a scratch plugin manager, as the host will: an implementation with
-    an argument the spec lacks, or a ``streamer_*`` hook that does not exist (a typo would
-    otherwise never be called), is a load-time problem."""
-    from streamer.hooks import make_plugin_manager
+    an argument the spec lacks, a ``streamer_*`` hook that does not exist (a typo would
+    otherwise never be called), or a wrapper (observers are called one by one) is a load-time
+    problem."""
+    from streamer.hooks import make_plugin_manager, wrapper_problems
 
     pm = make_plugin_manager()
     try:
@@ -95,7 +99,14 @@ def _hook_problem(plugin: Plugin, obj: object) -> Problem | None:
         pm.check_pending()
     except Exception as exc:
         return Problem(plugin.display, f"not a valid observer: {exc}", (plugin,), exc)
+    wrappers = wrapper_problems(pm)
+    if wrappers:
+        return Problem(plugin.display, f"not a valid observer: {'; '.join(wrappers)}", (plugin,))
     return None
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def check(

@@ -1,7 +1,7 @@
 """What a stream's supervisor tells observers. The hooks layer adapts pluggy to this protocol.
 
 Observer methods are called on the event loop thread and must not block; an observer that
-raises is logged and never breaks a stream.
+raises (anything but cancellation, ``SystemExit`` included) is logged and never breaks a stream.
 """
 
 from __future__ import annotations
@@ -40,7 +40,12 @@ class StreamObserver(Protocol):
     def update_done(self, stream: str, duration: float, verdict: bool | None) -> None:
         """``verdict`` is update()'s answer, or None when it raised."""
 
-    def error_reported(self, stream: str, error: BaseException, decision: Decision) -> None: ...
+    def error_reported(
+        self, stream: str, error: BaseException, decision: Decision, event: str
+    ) -> None:
+        """``event`` says what happened: ``streamer.supervisor.Event`` values "call failed",
+        "update raised", "update declined", "get_extra_args failed" (the error went to
+        ``report_error``) or "report_error raised" (``error`` is what it raised)."""
 
     def reconnect_scheduled(self, stream: str, delay: float, reason: str) -> None:
         """``reason`` is "interval" (poll cadence) or "backoff" (after an error)."""
@@ -64,7 +69,9 @@ class NullObserver:
     def update_done(self, stream: str, duration: float, verdict: bool | None) -> None:
         pass
 
-    def error_reported(self, stream: str, error: BaseException, decision: Decision) -> None:
+    def error_reported(
+        self, stream: str, error: BaseException, decision: Decision, event: str
+    ) -> None:
         pass
 
     def reconnect_scheduled(self, stream: str, delay: float, reason: str) -> None:

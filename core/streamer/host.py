@@ -4,24 +4,31 @@
 the CLI turns into exit status 2), then runs one supervised stream per listener until SIGTERM /
 SIGINT (exit 0) or until every stream has been stopped by its own listener (exit 1). SIGHUP
 re-reads the config and applies the difference without touching unchanged plugins.
+
+Plugin code the host waits for (imports and factories at start and at reload, ``close()``,
+observers' ``streamer_host_stopping``) runs on daemon worker threads under a time bound, and
+anything it raises is contained; a reload runs beside the host's own loop, so SIGTERM during a
+reload abandons it and exits within ``shutdown_timeout`` plus a small constant.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from streamer._workers import WorkerPool
 from streamer.checks import Distributions, LoadFailed, build_backoff, check
 from streamer.client import Client
 from streamer.config import Config, ConfigError
-from streamer.hooks import LoggingObserver, PluggyObserver, make_plugin_manager
+from streamer.hooks import LoggingObserver, PluggyObserver, make_plugin_manager, wrapper_problems
+from streamer.logs import escape
 from streamer.plugins import (
     LISTENERS_GROUP,
     LoadedPlugin,
@@ -37,13 +44,29 @@ from streamer.registry import (
     TLSConfig,
 )
 
-__all__ = ["EXIT_ALL_STOPPED", "EXIT_LOAD_FAILED", "EXIT_OK", "Host", "LoadFailed"]
+__all__ = [
+    "EXIT_ALL_STOPPED",
+    "EXIT_LOAD_FAILED",
+    "EXIT_OK",
+    "PLUGIN_TIMEOUT",
+    "RESTART_SECTIONS",
+    "Host",
+    "LoadFailed",
+]
 
 log = logging.getLogger("streamer.host")
 
 EXIT_OK = 0
 EXIT_ALL_STOPPED = 1
 EXIT_LOAD_FAILED = 2
+
+PLUGIN_TIMEOUT = 60.0
+"""Seconds the host waits for plugins to be imported and built, at start and at each reload."""
+
+RESTART_SECTIONS = ("cloud", "streaming", "hooks", "hook_tables", "metrics", "log")
+"""Config sections a reload cannot apply: changing them needs a restart."""
+
+T = TypeVar("T")
 
 # -- pure building blocks (also used by `streamer check`) ---------------------------------
 
@@ -88,8 +111,10 @@ class Host:
         reload_config: Callable[[], Config] | None = None,
         distributions: Distributions = None,
         extra_observers: Sequence[object] = (),
+        plugin_timeout: float = PLUGIN_TIMEOUT,
     ) -> None:
-        self.config = config
+        self.config = config  # what runs: after a partial reload, not what the file says
+        self.plugin_timeout = plugin_timeout
         self._reload_config = reload_config
         self._distributions = distributions
         self._extra_observers = extra_observers
@@ -99,8 +124,11 @@ class Host:
         self._wake = asyncio.Event()
         self._shutdown = False
         self._reload_requested = False
+        self._reload_task: asyncio.Task[None] | None = None
         self.client: Client | None = None
-        self._closer = WorkerPool(idle_timeout=5.0, name="streamer-close")
+        # Plugin code the host waits for runs here: daemon threads, so a call that never
+        # returns is abandoned after its time bound and never keeps the process from exiting.
+        self._plugin_calls = WorkerPool(idle_timeout=5.0, name="streamer-plugin")
         self.pm = make_plugin_manager()
         self._hooks = PluggyObserver(self.pm)
 
@@ -108,16 +136,29 @@ class Host:
 
     async def run(self) -> int:
         """Run until shutdown. Raises LoadFailed (nothing started) on load-time problems."""
-        loaded, hooks = check(self.config, self._distributions)
+        try:
+            loaded, hooks = await self._plugin_call(
+                functools.partial(check, self.config, self._distributions), self.plugin_timeout
+            )
+        except asyncio.TimeoutError:
+            raise LoadFailed(
+                [
+                    f"{self.config.path}: loading the enabled plugins and observers did not "
+                    f"finish within {self.plugin_timeout:g} s (an import or factory that hangs?)"
+                ]
+            ) from None
         registry = build_registry(self.config)
+        for obs in self._extra_observers:
+            self.pm.register(obs)
+        wrappers = wrapper_problems(self.pm)
+        if wrappers:
+            raise LoadFailed(wrappers)
         self.pm.register(LoggingObserver(self._owners), "streamer-log-observer")
         if self.config.metrics.address is not None:  # the observer stops it at host_stopping
             from streamer.metrics import start_observability
 
             metrics, _ = start_observability(self.config, self._owners)
             self.pm.register(metrics, "streamer-metrics-observer")
-        for obs in self._extra_observers:
-            self.pm.register(obs)
         for plugin, obs in hooks:
             self.pm.register(obs, plugin.display)
         self.client = Client(
@@ -139,11 +180,46 @@ class Host:
             # shutdown must not fall back to its default action (terminate).
             self._shutdown = True
             try:
+                await self._abandon_reload()
                 await self._stop_all()
-                self._hooks.call("streamer_host_stopping")
+                await self._host_stopping()
                 await self.client.close(timeout=self.config.streaming.shutdown_timeout)
             finally:
                 self._remove_signals()
+                self._plugin_calls.shutdown(wait=False)
+
+    async def _plugin_call(self, fn: Callable[[], T], timeout: float) -> T:
+        """``fn()`` on a daemon worker; TimeoutError after ``timeout`` s (the call is abandoned,
+        its thread left to finish or not). Whatever ``fn`` raises is re-raised here as an
+        ``Exception``: a ``SystemExit`` from plugin code must not end the event loop."""
+        from streamer.stream import contain
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(self._plugin_calls.run_for_loop(loop, fn), timeout)
+        except (asyncio.CancelledError, asyncio.TimeoutError):
+            raise
+        except BaseException as exc:
+            raise contain(exc, getattr(fn, "__qualname__", "plugin code")) from exc
+
+    async def _host_stopping(self) -> None:
+        """Observers' ``streamer_host_stopping``, bounded like the rest of shutdown."""
+        timeout = max(self.config.streaming.shutdown_timeout, 1.0)
+        try:
+            await self._plugin_call(
+                functools.partial(self._hooks.call, "streamer_host_stopping"), timeout
+            )
+        except asyncio.TimeoutError:
+            log.error("observers' streamer_host_stopping did not return within %.1f s", timeout)
+        except Exception:
+            log.exception("observers' streamer_host_stopping failed")
+
+    async def _abandon_reload(self) -> None:
+        task, self._reload_task = self._reload_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def request_shutdown(self) -> None:
         self._shutdown = True
@@ -167,9 +243,14 @@ class Host:
             if self._shutdown:
                 log.info("shutting down")
                 return EXIT_OK
-            if self._reload_requested:
+            reloading = self._reload_task is not None and not self._reload_task.done()
+            if self._reload_requested and not reloading:
+                # Beside this loop, not awaited here: SIGTERM must not wait for a reload.
                 self._reload_requested = False
-                await self._reload()
+                self._reload_task = asyncio.create_task(self._reload_then_wake(), name="reload")
+                reloading = True
+            if reloading:
+                continue
             if not any(r.tasks for r in self._running.values()):
                 if self._stopped:
                     summary = "; ".join(
@@ -278,13 +359,26 @@ class Host:
             exc = task.exception()
             if exc is not None:
                 log.error(
-                    "plugin %s: close() of stream %s failed: %r", lp.plugin.display, jobs[task], exc
+                    "plugin %s: close() of stream %s failed: %s",
+                    lp.plugin.display,
+                    escape(jobs[task]),
+                    escape(f"{type(exc).__name__}: {exc}"),
+                    exc_info=exc,
                 )
 
     async def _close_one(self, loop: asyncio.AbstractEventLoop, close: Any) -> None:
-        result = await self._closer.run_for_loop(loop, close)
-        if asyncio.iscoroutine(result):
-            await result
+        """One close(), sync on a daemon worker or async on the loop. What it raises comes
+        back as an ``Exception`` (a ``SystemExit`` must not end the event loop)."""
+        from streamer.stream import contain
+
+        try:
+            result = await self._plugin_calls.run_for_loop(loop, close)
+            if asyncio.iscoroutine(result):
+                await result
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            raise contain(exc, "close()") from exc
 
     async def _stop_all(self) -> None:
         names = list(self._running)
@@ -292,19 +386,48 @@ class Host:
 
     # -- reload ---------------------------------------------------------------------------
 
+    async def _reload_then_wake(self) -> None:
+        try:
+            await self._reload()
+        except asyncio.CancelledError:
+            log.warning("reload abandoned: shutting down")
+            raise
+        except Exception:
+            log.exception("reload failed, keeping the running config")
+        finally:
+            self._wake.set()
+
+    def _effective(self, new: Config) -> Config:
+        """``new`` as far as a reload applies it: its plugins, with every section that needs a
+        restart as it runs now. What ``self.config`` holds, so the host never reports settings
+        it does not run, and a pending restart is warned about again at each reload."""
+        return dataclasses.replace(
+            new, **{section: getattr(self.config, section) for section in RESTART_SECTIONS}
+        )
+
     async def _reload(self) -> None:
         if self._reload_config is None:
             log.warning("SIGHUP ignored: no config file to re-read")
             return
         try:
-            new = await asyncio.to_thread(self._reload_config)
+            new = await self._plugin_call(self._reload_config, self.plugin_timeout)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running config: %s", exc)
             return
+        except asyncio.TimeoutError:
+            log.error(
+                "reload rejected: reading the config took more than %g s", self.plugin_timeout
+            )
+            return
         old = self.config
-        for section in ("cloud", "streaming", "hooks", "hook_tables", "metrics", "log"):
+        for section in RESTART_SECTIONS:
             if getattr(old, section) != getattr(new, section):
-                log.warning("reload: changes to %r take effect after a restart", section)
+                log.warning(
+                    "reload: changes to %r take effect after a restart; still running the "
+                    "previous %r settings",
+                    section,
+                    section,
+                )
         keep, start = [], []
         for name in new.plugins:
             running = self._running.get(name)
@@ -315,7 +438,7 @@ class Host:
         stop = [name for name in self._running if name not in keep]
         if not (start or stop):
             log.info("reload: no plugin changes")
-            self.config = new
+            self.config = self._effective(new)
             return
         if not new.plugins:
             log.error("reload rejected, keeping the running config: %s: plugins is empty", new.path)
@@ -325,20 +448,30 @@ class Host:
             dists = list(self._distributions()) if self._distributions else None
             return load_plugins(LISTENERS_GROUP, start, new.plugin_tables, dists)
 
-        result = await asyncio.to_thread(load)
+        try:
+            result = await self._plugin_call(load, self.plugin_timeout)
+        except asyncio.TimeoutError:
+            log.error(
+                "reload rejected, keeping the running config: loading %s did not finish within "
+                "%g s (an import or factory that hangs?); abandoned",
+                ", ".join(start),
+                self.plugin_timeout,
+            )
+            return
+        timeout = old.streaming.shutdown_timeout
         if self._shutdown:
             log.info("reload abandoned: shutting down")
             for lp in result.loaded:
-                await self._close_listeners(lp, new.streaming.shutdown_timeout)
+                await self._close_listeners(lp, timeout)
             return
         kept = [self._running[n].loaded for n in keep]
         problems = list(result.problems) + list(check_stream_names([*kept, *result.loaded]))
         if problems:
             log.error("reload rejected, keeping the running config:\n%s", format_problems(problems))
             for lp in result.loaded:  # built but never started: release them
-                await self._close_listeners(lp, new.streaming.shutdown_timeout)
+                await self._close_listeners(lp, timeout)
             return
-        self.config = new
+        self.config = self._effective(new)
         await asyncio.gather(*(self._stop_plugin(name) for name in stop))
         for lp in result.loaded:
             self._start(lp, new.plugin_table(lp.plugin.name))

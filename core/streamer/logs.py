@@ -4,13 +4,40 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["MAX_TEXT", "HumanFormatter", "JsonFormatter", "configure_logging", "escape"]
 
 HUMAN_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+MAX_TEXT = 500
+"""Characters of outside text (gRPC status details, stream names, keys) one log line shows."""
+
+# C0 and C1 controls, DEL, and the Unicode line/paragraph separators and bidi controls that a
+# terminal or log viewer may render as a line break or reorder.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` made safe for one human log line: control characters (newlines included) and
+    Unicode line separators written as escapes (``\\n``, ``\\x1b``, ``\\u2028``), and at most
+    ``limit`` characters kept (the rest counted). For text that comes from the network or from
+    plugins: it can never start a forged log line nor flood the log."""
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+    return _UNSAFE.sub(_escape_char, text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,6 +56,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class HumanFormatter(logging.Formatter):
+    """Human lines; every line after a record's first (a traceback, a multi-line report) is
+    indented, so only a record's own first line can start at column 0 with a timestamp."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", "\n    ")
+
+
 def configure_logging(
     level: str = "INFO", fmt: str = "human", stream: TextIO | None = None
 ) -> None:
@@ -36,7 +71,7 @@ def configure_logging(
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(HUMAN_FORMAT, "%H:%M:%S"))
+        handler.setFormatter(HumanFormatter(HUMAN_FORMAT, "%H:%M:%S"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

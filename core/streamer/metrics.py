@@ -48,20 +48,40 @@ __all__ = [
 log = logging.getLogger("streamer.metrics")
 
 LABELS = ("stream", "plugin")
-ERROR_KINDS = ("<RPC status code name>", "listener_exception", "update_declined", "extra_args")
+ERROR_KINDS = (
+    "<RPC status code name>",
+    "listener_exception",
+    "update_declined",
+    "extra_args",
+    "report_error_raised",
+)
+_KIND_OF_EVENT = {
+    "update raised": "listener_exception",
+    "update declined": "update_declined",
+    "get_extra_args failed": "extra_args",
+    "report_error raised": "report_error_raised",
+}
+# Listener events after which a stream is not ready until the listener accepts a batch.
+_LISTENER_FAILURES = frozenset(("update raised", "update declined", "get_extra_args failed"))
 UPDATE_DURATION_BUCKETS = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf,
 )  # fmt: skip
 _MAX_ERROR_TEXT = 200
 
 
-def error_kind(error: BaseException, *, update_raised: bool = False) -> str:
+def error_kind(error: BaseException, *, event: str | None = None, update_raised: bool = False) -> str:
     """The ``kind`` label for an error given to ``report_error``.
 
-    gRPC errors are duck-typed (``.code()`` returning a ``grpc.StatusCode``) so this module
-    does not need gRPC. ``update_raised`` says that the last ``update`` on the stream raised:
-    any other non-RPC error at that point came from ``get_extra_args``.
+    ``event`` (from the ``streamer_error_reported`` hook) decides: a failed call is labelled
+    with its status code name, anything else by what the listener did, even when the listener
+    raised a gRPC error of its own. Without ``event`` the kind is guessed as before: gRPC
+    errors (duck-typed, ``.code()`` returning a ``grpc.StatusCode``) by their code, and
+    ``update_raised`` says that the last ``update`` on the stream raised.
     """
+    if event is not None:
+        if event in _KIND_OF_EVENT:
+            return _KIND_OF_EVENT[event]
+        return _rpc_code(error) or "UNKNOWN"
     code = _rpc_code(error)
     if code is not None:
         return code
@@ -122,6 +142,8 @@ class _Stream:
     update_raised: bool = False
     ended: bool = False  # stream_stopped seen since the latest stream_started
     removed: bool = False  # ended from outside (reload or shutdown), not by its listener
+    failing: str | None = None  # the listener failure not yet followed by an accepted batch
+    failures: int = 0  # listener failures in a row (reset by an accepted batch)
 
 
 class MetricsObserver:
@@ -191,6 +213,7 @@ class MetricsObserver:
                 old.started_at, old.last_batch_at, old.synced = now, None, False
                 old.backoff, old.update_raised = 0.0, False
                 old.ended = old.removed = False
+                old.failing, old.failures = None, 0
 
     @hookimpl
     def streamer_state_changed(self, stream: str, state: StreamState) -> None:
@@ -199,6 +222,8 @@ class MetricsObserver:
             s.state = state
             if state is StreamState.STREAMING:
                 s.synced = True
+                if s.failing == "get_extra_args failed":  # it answered this time
+                    s.failing, s.failures = None, 0
 
     @hookimpl
     def streamer_batch_received(self, stream: str, batch: DataUpdateBatch) -> None:
@@ -222,18 +247,22 @@ class MetricsObserver:
             s.update_raised = verdict is None
             if verdict:
                 s.backoff = 0.0
+                s.failing, s.failures = None, 0
             plugin = s.plugin
         self.update_duration.labels(stream, plugin).observe(max(duration, 0.0))
 
     @hookimpl
     def streamer_error_reported(
-        self, stream: str, error: BaseException, decision: Decision
+        self, stream: str, error: BaseException, decision: Decision, event: str
     ) -> None:
         now = self._clock()
         with self._lock:
             s = self._get(stream)
-            kind = error_kind(error, update_raised=s.update_raised)
+            kind = error_kind(error, event=event)
             s.update_raised = False
+            if event in _LISTENER_FAILURES:
+                s.failing = event
+                s.failures += 1
             s.errors += 1
             s.last_error = _describe(kind, error)
             s.last_error_at = now
@@ -294,9 +323,12 @@ class MetricsObserver:
             ]
 
     def not_ready(self) -> list[str]:
-        """Enabled streams not in sync since they started (or stopped): no call accepted by the
-        server yet. A server whose data matches the sink's digest sends no batch, so having
-        received one is not required."""
+        """Enabled streams that are not in sync: no call accepted by the server since they
+        started (a server whose data matches the sink's digest sends no batch, so having
+        received one is not required), stopped, or failing: the listener's latest failure
+        (update raised or declined, get_extra_args failed) has not been followed by an
+        accepted batch (for get_extra_args: by a call the server accepted). A crash-looping
+        stream is therefore never ready, whatever its server does."""
         with self._lock:
             if self._stopping:
                 return ["(host is stopping)"]
@@ -307,7 +339,7 @@ class MetricsObserver:
             out = []
             for name in expected:
                 s = self._streams.get(name)
-                if s is None or not s.synced or s.ended:
+                if s is None or not s.synced or s.ended or s.failing is not None:
                     out.append(name)
             if not out and not expected:
                 out.append("(no streams running)")
@@ -332,6 +364,8 @@ class MetricsObserver:
                     if s.last_error_at is not None
                     else None,
                     "backoff": _round(s.backoff),
+                    "failing": s.failing,
+                    "failures_in_a_row": s.failures,
                 }
             )
         not_ready = self.not_ready()
@@ -371,7 +405,8 @@ class _StreamCollector(Collector):
         )
         ready = GaugeMetricFamily(
             "streamer_ready",
-            "1 when every enabled stream has had a call accepted since it started.",
+            "1 when every enabled stream has had a call accepted since it started and none is "
+            "failing (its listener's latest failure not yet followed by an accepted batch).",
         )
         for name, s, now in self._observer.rows():
             for st in StreamState:

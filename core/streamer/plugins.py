@@ -14,6 +14,7 @@ This module must not import grpc or protobuf.
 from __future__ import annotations
 
 import copy
+import threading
 import difflib
 import json
 import logging
@@ -247,11 +248,21 @@ def import_plugin(plugin: Plugin) -> object | Problem:
     ep = importlib_metadata.EntryPoint(plugin.name, plugin.value, plugin.group)
     try:
         obj: object = ep.load()
-    except (Exception, SystemExit) as exc:
+    except BaseException as exc:
+        _reraise_interrupt(exc)
         return Problem(
             plugin.display, f"cannot import {plugin.value}: {_describe(exc)}", (plugin,), exc
         )
     return obj
+
+
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Plugin code's one boundary at load time: anything it raises is a problem of that plugin
+    (``SystemExit``, a custom ``BaseException``...), except a real Ctrl-C of the person running
+    ``streamer check`` in the main thread. The host loads plugins in a worker thread, where no
+    signal can land, so there a ``KeyboardInterrupt`` is plugin code's too."""
+    if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+        raise exc
 
 
 def load(plugin: Plugin, table: Mapping[str, Any] | None = None) -> LoadedPlugin | Problem:
@@ -292,7 +303,8 @@ def build(
                 (plugin,),
             )
         listeners = _as_listeners(made)
-    except (Exception, SystemExit) as exc:
+    except BaseException as exc:
+        _reraise_interrupt(exc)
         return Problem(plugin.display, f"factory raised {_describe(exc)}", (plugin,), exc)
     if listeners is None:
         details = "; ".join(_problems_of(made))

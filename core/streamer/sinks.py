@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from streamer.logs import escape
+
 if TYPE_CHECKING:
     from google.protobuf.wrappers_pb2 import StringValue
 
@@ -295,8 +297,17 @@ class MirrorListener(Generic[S]):
         """Called after each applied batch with what ``store.apply`` returned. Does nothing."""
 
     def report_error(self, error: BaseException) -> BaseException | None:
-        """Log a warning and keep streaming (the supervisor backs off and retries)."""
-        self.log.warning("stream=%s error reported by the streamer: %r", self.name, error)
+        """Keep streaming (the supervisor backs off and retries).
+
+        The host already logs every reported error once, a listener's own exception with its
+        traceback, so this notes it only at DEBUG, on one escaped line: logging it again at
+        WARNING (let alone as a multi-line gRPC ``repr``) would double every failure line."""
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug(
+                "stream=%s error reported: %s",
+                escape(self.name),
+                escape(f"{type(error).__name__}: {error}"),
+            )
         return None
 
     def close(self) -> None:

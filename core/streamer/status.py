@@ -5,7 +5,8 @@ thread, so a slow scrape never touches the event loop. It serves:
 
 - ``/metrics``: Prometheus text (or OpenMetrics when asked for) from the metrics observer;
 - ``/healthz``: 200 while the host process runs;
-- ``/readyz``: 200 once every enabled stream has received a batch since it started, else 503
+- ``/readyz``: 200 once every enabled stream has had a call accepted since it started and none
+  is failing (its listener's latest failure not yet followed by an accepted batch), else 503
   with a JSON body naming the streams that are not ready;
 - ``/status``: JSON, one object per stream (what ``streamer status`` prints).
 
@@ -228,6 +229,8 @@ def format_status(doc: dict[str, Any]) -> str:
         backoff = s.get("backoff") or 0
         if state == "waiting" and backoff:
             state += f" (backoff {backoff:.1f}s)"
+        if s.get("failing"):
+            state = f"failing ({s.get('failing')} x{s.get('failures_in_a_row', 1)}); {state}"
         rows.append(
             (
                 str(s.get("stream", "?")),

@@ -13,6 +13,7 @@ import logging
 import random
 import re
 import time
+from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -26,10 +27,11 @@ from streamer._workers import WorkerPool
 from streamer.backoff import Backoff, BackoffState
 from streamer.events import Decision, NullObserver, StreamObserver, StreamState
 from streamer.listener import Listener
+from streamer.logs import escape
 from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
 from streamer.supervisor import Action, Event, Step, Wait, decide, error_to_report
 
-__all__ = ["Sleep", "StreamRpcError", "StreamRunner", "pack_extra_args"]
+__all__ = ["ListenerFault", "Sleep", "StreamRpcError", "StreamRunner", "contain", "pack_extra_args"]
 
 log = logging.getLogger("streamer.stream")
 
@@ -102,6 +104,27 @@ class StreamRpcError(grpc.aio.AioRpcError):
         text = f"stream {self.stream!r}: GetUpdates failed: {self.code().name}: {self.details()}"
         hint = self.hint
         return f"{text} ({hint})" if hint else text
+
+
+class ListenerFault(Exception):
+    """Plugin code raised a ``BaseException`` that is not an ``Exception`` (``SystemExit``,
+    ``KeyboardInterrupt``, a custom subclass). It is handled like any listener error, for this
+    stream only; the original is ``__cause__``."""
+
+
+def contain(exc: BaseException, what: str) -> Exception:
+    """The boundary around plugin code: ``exc`` as an ``Exception`` the supervisor can handle.
+
+    Cancellation is not plugin code's to raise into us and must propagate: callers re-raise
+    ``asyncio.CancelledError`` before calling this. Anything else that is not an ``Exception``
+    is wrapped in :class:`ListenerFault` (``what`` names the method), the original kept as the
+    cause, so it can never escape the stream's task and take the event loop down.
+    """
+    if isinstance(exc, Exception):
+        return exc
+    fault = ListenerFault(f"{what} raised {type(exc).__name__}: {exc}")
+    fault.__cause__ = exc
+    return fault
 
 
 class _Invoker:
@@ -207,7 +230,9 @@ class StreamRunner:
     def _notify(self, method: str, *args: Any) -> None:
         try:
             getattr(self._observer, method)(self.name, *args)
-        except Exception:
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
             log.exception("observer %s failed on stream %r", method, self.name)
 
     def _set_state(self, state: StreamState) -> None:
@@ -272,8 +297,12 @@ class StreamRunner:
         self._set_state(StreamState.CONNECTING)
         try:
             extra = pack_extra_args(await self._get_extra_args())
-        except Exception as exc:
-            return await self._decide(Event.EXTRA_ARGS_FAILED, exc)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            return await self._decide(
+                Event.EXTRA_ARGS_FAILED, contain(exc, f"get_extra_args() of stream {self.name!r}")
+            )
         if self._stopping:
             return Step(Action.STOP)
         request = StreamRequest(gatewayId=self._gateway_id, stream_name=self.name)
@@ -347,12 +376,16 @@ class StreamRunner:
                 start = self._clock() if observed else 0.0
                 try:
                     verdict = await self._update(batch)
-                except Exception as exc:
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:
                     if observed:
                         self._notify("update_done", self._clock() - start, None)
                     if self._stopping:  # removed meanwhile: nobody wants its decision
                         return Step(Action.STOP)
-                    return await self._decide(Event.UPDATE_RAISED, exc)
+                    return await self._decide(
+                        Event.UPDATE_RAISED, contain(exc, f"update() of stream {self.name!r}")
+                    )
                 if observed:
                     self._notify("update_done", self._clock() - start, verdict is True)
                 if self._stopping:
@@ -374,16 +407,26 @@ class StreamRunner:
             return decide(event)
         try:
             answer = await self._report_error(reported)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as raised:
+            exc = contain(raised, f"report_error() of stream {self.name!r}")
             self._log.error(
-                "report_error() of stream %r raised %s: %s; stopping the stream",
-                self.name,
-                type(exc).__name__,
-                exc,
+                "report_error() of stream %s raised %s: %s; stopping the stream",
+                escape(repr(self.name)),
+                type(raised).__name__,
+                escape(str(raised)),
+                exc_info=raised,
             )
-            step = decide(Event.REPORT_ERROR_RAISED, exc)
-        else:
-            step = decide(event, answer)
+            self._notify("error_reported", exc, Decision.STOP, Event.REPORT_ERROR_RAISED.value)
+            return decide(Event.REPORT_ERROR_RAISED, exc)
+        step = decide(event, answer)
+        if step.error is not None and not isinstance(step.error, Exception):
+            # report_error returned a SystemExit or the like: the stream stops with it as the
+            # cause, but it must not escape the stream's task.
+            step = replace(
+                step, error=contain(step.error, f"report_error() of stream {self.name!r}")
+            )
         decision = Decision.STOP if step.action is Action.STOP else Decision.CONTINUE
-        self._notify("error_reported", reported, decision)
+        self._notify("error_reported", reported, decision, event.value)
         return step

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import errno
 import os
 from importlib.metadata import entry_points
@@ -244,12 +246,14 @@ def test_update_after_close_raises(root: Path) -> None:
         lst.update(_batch({"a": b"1"}))
 
 
-def test_report_error_logs_and_keeps_streaming(
+def test_report_error_keeps_streaming_and_leaves_logging_to_the_host(
     root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     lst = _one(root)
-    assert lst.report_error(EOFError("gone")) is None
-    assert "EOFError" in caplog.text and "stream=s" in caplog.text
+    with caplog.at_level(logging.DEBUG):
+        assert lst.report_error(EOFError("gone\nforged")) is None
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]  # the host logs it once
+    assert "EOFError" in caplog.text and "stream=s" in caplog.text and "gone\\nforged" in caplog.text
     lst.close()
 
 

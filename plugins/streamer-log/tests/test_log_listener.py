@@ -49,11 +49,14 @@ def test_hostile_key_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -
     assert "\n" not in caplog.records[0].getMessage()
 
 
-def test_report_error_logs_and_keeps_streaming(caplog: pytest.LogCaptureFixture) -> None:
+def test_report_error_keeps_streaming_and_leaves_logging_to_the_host(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     lst = LogListener("s")
-    with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
-        assert lst.report_error(EOFError("gone")) is None
-    assert "EOFError" in caplog.text
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
+        assert lst.report_error(EOFError("gone\nforged")) is None
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]  # the host logs it once
+    assert "EOFError: gone\\nforged" in caplog.text
     lst.close()
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import sqlite3
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -267,10 +269,12 @@ def test_update_after_close_raises(db: Path) -> None:
         lst.update(_batch({"a": b"1"}))
 
 
-def test_report_error_logs_and_keeps_streaming(
+def test_report_error_keeps_streaming_and_leaves_logging_to_the_host(
     lst: SqliteListener, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert lst.report_error(EOFError("gone")) is None
+    with caplog.at_level(logging.DEBUG):
+        assert lst.report_error(EOFError("gone")) is None
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]  # the host logs it once
     assert "EOFError" in caplog.text and "stream=s" in caplog.text
 
 

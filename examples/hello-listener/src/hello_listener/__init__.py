@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
+from streamer.logs import escape
 from streamer.proto import DataUpdateBatch
 from streamer.schema import Doc, PluginConfig, config_schema
 
@@ -38,9 +39,10 @@ class HelloListener:
                 self.seen[u.key] = u.value
             else:
                 self.seen.pop(u.key, None)
-            log.info("%s, %s", self.greeting, u.key)
+            log.info("%s, %s", self.greeting, escape(u.key))  # keys come from the network
         return True  # keep streaming
 
     def report_error(self, error: BaseException) -> BaseException | None:
-        log.warning("stream %s: %s", self.name, error)
+        # The host has already logged this error (once, with the traceback when update()
+        # raised): decide here, don't log it again.
         return None  # keep streaming; return the error to stop

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from streamer.logs import escape
 from streamer.schema import config_schema
 from streamer_log._config import LogConfig
 
@@ -50,7 +51,15 @@ class LogListener:
         return True
 
     def report_error(self, error: BaseException) -> BaseException | None:
-        _log.warning("stream=%s error reported by the streamer: %r", self.name, error)
+        """Keep streaming. The host logs every reported error once (with the traceback of a
+        listener exception); repeating it here would double every failure line, so this notes
+        it only at DEBUG, escaped onto one line."""
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "stream=%s error reported: %s",
+                escape(self.name),
+                escape(f"{type(error).__name__}: {error}"),
+            )
         return None
 
     def close(self) -> None:
