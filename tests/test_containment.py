@@ -236,8 +236,10 @@ async def test_sigterm_during_a_hung_reload_exits_within_shutdown_timeout(
     try:
         await eventually(lambda: any(r["stream"] == "g1" for r in jsonl(out)), "g1", timeout=15)
         await eventually(
-            lambda: host.logtext().count("update raised: ListenerFault") >= 1
-            and sum(r.stream_name == "x1" for r in streamer_server.requests) >= 2,
+            lambda: (
+                host.logtext().count("update raised: ListenerFault") >= 1
+                and sum(r.stream_name == "x1" for r in streamer_server.requests) >= 2
+            ),
             "the exiter's SystemExit reported as its own error, and retried",
         )
         assert host.proc.returncode is None
@@ -295,7 +297,9 @@ async def test_partial_reload_reports_the_running_config_and_warns_until_restart
     monkeypatch.syspath_prepend(str(site))
     out = tmp_path / "out.jsonl"
     path = tmp_path / "streamer.toml"
-    cfg = write_config(path, streamer_server.address, {"good": {"streams": ["g1"], "out": str(out)}})
+    cfg = write_config(
+        path, streamer_server.address, {"good": {"streams": ["g1"], "out": str(out)}}
+    )
     host = Host(
         load_config(cfg),
         reload_config=lambda: load_config(path),

@@ -95,7 +95,10 @@ async def test_in_process_lines_per_state_change_not_per_batch(
         ),
         ("INFO", "stream s1: next call in 1.0 s (backoff)"),
         ("INFO", "stream s1: streaming"),
-        ("WARNING", "stream s1: update raised: RuntimeError: disk full; listener decided to continue"),
+        (
+            "WARNING",
+            "stream s1: update raised: RuntimeError: disk full; listener decided to continue",
+        ),
         ("INFO", "stream s1: next call in 1.6 s (backoff)"),
         ("INFO", "stream s1: streaming"),
         ("INFO", "stream s1: stopped"),

@@ -103,7 +103,8 @@ def wrapper_problems(pm: pluggy.PluginManager, plugin: object | None = None) -> 
     which pluggy runs around the other implementations, has nothing to wrap, so it is refused
     rather than accepted and never called."""
     out = []
-    for caller in pm.get_hookcallers(plugin) if plugin is not None else _callers(pm):
+    callers = (pm.get_hookcallers(plugin) or []) if plugin is not None else _callers(pm)
+    for caller in callers:
         for impl in caller.get_hookimpls():
             if plugin is not None and impl.plugin is not plugin:
                 continue
@@ -301,7 +302,9 @@ class LoggingObserver:
             pending = None
         repeated = ""
         if pending is not None and pending.count:
-            repeated = f" (repeated {pending.count} time(s) in the last {now - pending.logged_at:.0f} s)"
+            repeated = (
+                f" (repeated {pending.count} time(s) in the last {now - pending.logged_at:.0f} s)"
+            )
         self._repeats[stream] = _Repeats(signature, now)
         logger.warning(
             "stream %s: %s: %s%s; listener decided to %s",

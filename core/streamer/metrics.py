@@ -69,7 +69,9 @@ UPDATE_DURATION_BUCKETS = (
 _MAX_ERROR_TEXT = 200
 
 
-def error_kind(error: BaseException, *, event: str | None = None, update_raised: bool = False) -> str:
+def error_kind(
+    error: BaseException, *, event: str | None = None, update_raised: bool = False
+) -> str:
     """The ``kind`` label for an error given to ``report_error``.
 
     ``event`` (from the ``streamer_error_reported`` hook) decides: a failed call is labelled

@@ -14,11 +14,11 @@ This module must not import grpc or protobuf.
 from __future__ import annotations
 
 import copy
-import threading
 import difflib
 import json
 import logging
 import re
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +36,6 @@ __all__ = [
     "LoadResult",
     "LoadedPlugin",
     "Plugin",
-    "PluginLoadError",
     "PluginRow",
     "Problem",
     "build",
@@ -131,18 +130,6 @@ class LoadResult:
     def listeners(self) -> tuple[tuple[Plugin, Any], ...]:
         """Every listener with the plugin that made it, in load order."""
         return tuple((lp.plugin, listener) for lp in self.loaded for listener in lp.listeners)
-
-    def raise_for_problems(self) -> None:
-        if self.problems:
-            raise PluginLoadError(self.problems)
-
-
-class PluginLoadError(Exception):
-    """Raised by callers that want an exception; carries every problem."""
-
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = tuple(problems)
-        super().__init__(format_problems(self.problems))
 
 
 # --- find ----------------------------------------------------------------------------------

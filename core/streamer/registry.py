@@ -164,7 +164,8 @@ class StaticRegistry:
 
     def __repr__(self) -> str:
         mode = "tls" if self.tls else "plaintext"
-        return f"StaticRegistry({self.target!r}, {mode}, authority={self.authority!r})"
+        name = type(self).__name__
+        return f"{name}({self.target!r}, {mode}, authority={self.authority!r})"
 
 
 class MagmaRegistry(StaticRegistry):

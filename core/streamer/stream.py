@@ -13,9 +13,9 @@ import logging
 import random
 import re
 import time
-from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any
 
 import grpc

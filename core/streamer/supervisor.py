@@ -1,4 +1,4 @@
-"""The supervisor's decision table (DESIGN.md), as pure functions.
+"""The supervisor's decision table (docs/architecture.md), as pure functions.
 
 Given what just happened on a stream and, when the event is reported, what the listener's
 ``report_error`` answered, ``decide`` says whether to keep reading, open a new call after the

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import logging
-
 import errno
+import logging
 import os
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -253,7 +252,9 @@ def test_report_error_keeps_streaming_and_leaves_logging_to_the_host(
     with caplog.at_level(logging.DEBUG):
         assert lst.report_error(EOFError("gone\nforged")) is None
     assert [r.levelno for r in caplog.records] == [logging.DEBUG]  # the host logs it once
-    assert "EOFError" in caplog.text and "stream=s" in caplog.text and "gone\\nforged" in caplog.text
+    assert (
+        "EOFError" in caplog.text and "stream=s" in caplog.text and "gone\\nforged" in caplog.text
+    )
     lst.close()
 
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import logging
-
 import sqlite3
 from importlib.metadata import entry_points
 from pathlib import Path
