@@ -8,7 +8,8 @@ Two pieces, both used by the first-party sinks:
 - :class:`MirrorListener` is the Listener face of a :class:`MirrorStore`: it opens the store
   on first use (never in the factory, which ``streamer check`` calls), serialises calls with a
   lock, sends the store's digest as ``extra_args``, applies each batch as ``{key: value}``,
-  logs reported errors and refuses use after ``close()``.
+  leaves reported errors to the host's log (DEBUG only here) and refuses use after
+  ``close()``.
 
 Neither imports gRPC; protobuf is imported only when a digest is sent.
 """
