@@ -314,7 +314,7 @@ class LoggingObserver:
             repeated,
             decision.value,
             exc_info=(type(error), error, error.__traceback__)
-            if not isinstance(error, EOFError)  # a declined update has no traceback to show
+            if event != "update declined"  # a declined update has no traceback to show
             else None,
         )
 

@@ -254,7 +254,7 @@ class Host:
             if not any(r.tasks for r in self._running.values()):
                 if self._stopped:
                     summary = "; ".join(
-                        f"{s} ({self._owners.get(s, '?')}): {type(e).__name__}: {e}"
+                        escape(f"{s} ({self._owners.get(s, '?')}): {type(e).__name__}: {e}")
                         for s, e in self._stopped.items()
                     )
                     log.error("every stream was stopped by its listener: %s", summary)
@@ -291,7 +291,12 @@ class Host:
             if error is not None:
                 self._stopped[stream] = error
                 if not isinstance(error, Exception) or self._owners.get(stream) is None:
-                    log.error("stream %s ended with %r", stream, error)
+                    log.error(
+                        "stream %s ended with %s",
+                        escape(stream),
+                        escape(f"{type(error).__name__}: {error}"),
+                        exc_info=error,
+                    )
         self._wake.set()
 
     async def _stop_plugin(self, name: str) -> None:
