@@ -306,3 +306,30 @@ async def test_server_details_cannot_forge_log_lines_and_are_logged_once_per_att
         assert calls[stream] - 1 <= len(found) <= calls[stream], (stream, calls, found)
         assert all("boom\\n2026-01-01" in m and "\\x1b[31m" in m for m in found), found
     assert len(about) == sum(len(f) for f in per_stream.values()), about  # nobody else logs it
+
+
+def test_human_log_lines_after_the_first_are_indented() -> None:
+    """Defence in depth for text that is not escaped (a traceback's exception message): in
+    human logs only a record's first line starts at column 0."""
+    import io
+
+    from streamer.logs import configure_logging
+
+    out = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    configure_logging("INFO", "human", out)
+    try:
+        try:
+            raise ValueError(FORGED)
+        except ValueError:
+            logging.getLogger("streamer.test").exception("listener failed")
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+    lines = out.getvalue().splitlines()
+    assert len(lines) > 3 and "listener failed" in lines[0]
+    assert all(line.startswith("    ") for line in lines[1:]), lines

@@ -43,6 +43,7 @@ from streamer.registry import (
     StaticRegistry,
     TLSConfig,
 )
+from streamer.stream import contain
 
 __all__ = [
     "EXIT_ALL_STOPPED",
@@ -192,15 +193,13 @@ class Host:
         """``fn()`` on a daemon worker; TimeoutError after ``timeout`` s (the call is abandoned,
         its thread left to finish or not). Whatever ``fn`` raises is re-raised here as an
         ``Exception``: a ``SystemExit`` from plugin code must not end the event loop."""
-        from streamer.stream import contain
-
         loop = asyncio.get_running_loop()
         try:
             return await asyncio.wait_for(self._plugin_calls.run_for_loop(loop, fn), timeout)
         except (asyncio.CancelledError, asyncio.TimeoutError):
             raise
         except BaseException as exc:
-            raise contain(exc, getattr(fn, "__qualname__", "plugin code")) from exc
+            raise contain(exc, getattr(fn, "__qualname__", "plugin code"))  # noqa: B904 - cause set
 
     async def _host_stopping(self) -> None:
         """Observers' ``streamer_host_stopping``, bounded like the rest of shutdown."""
@@ -374,8 +373,6 @@ class Host:
     async def _close_one(self, loop: asyncio.AbstractEventLoop, close: Any) -> None:
         """One close(), sync on a daemon worker or async on the loop. What it raises comes
         back as an ``Exception`` (a ``SystemExit`` must not end the event loop)."""
-        from streamer.stream import contain
-
         try:
             result = await self._plugin_calls.run_for_loop(loop, close)
             if asyncio.iscoroutine(result):
@@ -383,7 +380,7 @@ class Host:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            raise contain(exc, "close()") from exc
+            raise contain(exc, "close()")  # noqa: B904 - contain() sets the cause
 
     async def _stop_all(self) -> None:
         names = list(self._running)
