@@ -410,3 +410,69 @@ def _error_labels(metrics: Any) -> list[dict[str, str]]:
         for s in family.samples
         if s.name == "streamer_errors_total" and s.value > 0
     ]
+
+
+async def test_reload_with_a_hung_factory_is_rejected_after_the_time_bound(
+    streamer_server: ScriptedServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await _push_server(streamer_server)
+    site = trouble_site(tmp_path / "site", "good", "hanger")
+    monkeypatch.syspath_prepend(str(site))
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "streamer.toml"
+    good = {"good": {"streams": ["g1"], "out": str(out)}}
+    cfg = write_config(path, streamer_server.address, good)
+    host = Host(load_config(cfg), reload_config=lambda: load_config(path),
+                distributions=lambda: dists(site), plugin_timeout=0.5)  # type: ignore[arg-type,return-value]  # fmt: skip
+    run = asyncio.create_task(host.run())
+    try:
+        await eventually(lambda: any(r["stream"] == "g1" for r in jsonl(out)), "g1")
+        hanger = {"streams": ["h1"], "out": str(tmp_path / "h.jsonl"), "factory": "hang"}
+        write_config(path, streamer_server.address, {**good, "hanger": hanger})
+        host.request_reload()
+        await eventually(lambda: "did not finish within 0.5 s" in caplog.text, "rejected")
+        assert "reload rejected, keeping the running config: loading hanger" in caplog.text
+        assert host.streams() == {"g1": "good"} and host.config.plugins == ("good",)
+        assert not run.done()
+    finally:
+        Path(f"{tmp_path / 'h.jsonl'}.release").touch()
+        host.request_shutdown()
+        assert await asyncio.wait_for(run, 10) == 0
+
+
+class HangingStop:
+    """An observer whose streamer_host_stopping never returns (until released)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+
+    @hookimpl
+    def streamer_host_stopping(self) -> None:
+        self.release.wait(600)
+
+
+async def test_observer_hanging_at_shutdown_does_not_hold_the_host(
+    streamer_server: ScriptedServer, tmp_path: Path, sink_site: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    await _push_server(streamer_server)
+    out = tmp_path / "out.jsonl"
+    cfg = write_config(tmp_path / "s.toml", streamer_server.address,
+                       {"sink": {"streams": ["s1"], "out": str(out)}},
+                       streaming={"shutdown_timeout": 0.5})  # fmt: skip
+    hanging = HangingStop()
+    host = Host(load_config(cfg), distributions=lambda: dists(sink_site),  # type: ignore[arg-type,return-value]
+                extra_observers=[hanging])  # fmt: skip
+    run = asyncio.create_task(host.run())
+    try:
+        await eventually(out.exists, "streaming")
+        host.request_shutdown()
+        assert await asyncio.wait_for(run, 5) == 0  # it waited 1 s (the bound's floor), not 600
+        assert "streamer_host_stopping did not return within 1.0 s" in caplog.text
+    finally:
+        hanging.release.set()
