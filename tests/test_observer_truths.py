@@ -333,3 +333,22 @@ def test_human_log_lines_after_the_first_are_indented() -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) > 3 and "listener failed" in lines[0]
     assert all(line.startswith("    ") for line in lines[1:]), lines
+
+
+def test_status_last_error_holds_no_control_characters() -> None:
+    from streamer.events import Decision
+
+    class Refused(Exception):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self) -> str:
+            return FORGED
+
+    metrics = MetricsObserver({"s1": "p"})
+    metrics.streamer_stream_started("s1")
+    metrics.streamer_error_reported("s1", Refused(), Decision.CONTINUE, "call failed")
+    (row,) = metrics.status()["streams"]
+    assert row["last_error"].startswith("UNAVAILABLE: boom 2026-01-01")
+    assert "\x1b" not in row["last_error"] and "\\x1b[31m" in row["last_error"]
+    assert "\x1b" not in format_status(metrics.status())

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from streamer.events import Decision, StreamState
 from streamer.hooks import hookimpl
+from streamer.logs import escape
 from streamer.status import ObservabilityServer
 from streamer.supervisor import ListenerDeclined
 
@@ -121,7 +122,7 @@ def _describe(kind: str, error: BaseException) -> str:
         except Exception:
             more = None
         text = f"{kind}: {more}" if more else kind
-    text = " ".join(text.split())
+    text = escape(" ".join(text.split()))  # no terminal escapes in `streamer status`
     return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 1] + "…"
 
 
