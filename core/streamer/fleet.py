@@ -93,13 +93,12 @@ class FleetView:
             self._restate(row, now)
 
     def delivered(self, gateway: str, stream: str, version: int) -> None:
-        now = self._clock()
+        """O(1): called for every batch pushed; the state is worked out when it is read."""
         with self._lock:
             row = self._rows.get((gateway, stream))
             if row is not None:
                 row.delivered_version = version
-                row.last_seen = now
-                self._restate(row, now)
+                row.last_seen = self._clock()
 
     def call_ended(self, gateway: str, stream: str) -> None:
         now = self._clock()

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import grpc
 import grpc.aio
@@ -136,6 +136,11 @@ GetUpdatesHandler = Callable[
 ]
 
 
+def _serialize(message: DataUpdateBatch | bytes) -> bytes:
+    """Messages are serialized here; bytes were serialized once for many calls already."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
 def bind_get_updates(
     server: grpc.aio.Server,
     handler: GetUpdatesHandler,
@@ -149,7 +154,7 @@ def bind_get_updates(
     method = grpc.unary_stream_rpc_method_handler(
         handler,
         request_deserializer=StreamRequest.FromString,
-        response_serializer=DataUpdateBatch.SerializeToString,
+        response_serializer=_serialize,
     )
     server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler(SERVICE, {"GetUpdates": method})]
@@ -211,7 +216,7 @@ class ReferenceServer:
         self._server: grpc.aio.Server | None = None
         self._source_started = False
         self._batches: dict[str, tuple[int, DataUpdateBatch]] = {}
-        self._change_batches: dict[int, tuple[Changes, DataUpdateBatch]] = {}
+        self._change_batches: dict[int, tuple[Changes, bytes]] = {}
 
     @property
     def address(self) -> str:
@@ -295,22 +300,22 @@ class ReferenceServer:
         self._batches[stream] = (snap.version, batch)
         return batch
 
-    def _changes_batch(self, changes: Changes) -> DataUpdateBatch:
-        """One batch per :class:`Changes` object: the calls waiting on a stream at the same
-        version share it (the source hands them the same object), so a commit fanned out to
-        1,000 calls builds one message, not 1,000."""
+    def _changes_bytes(self, changes: Changes) -> bytes:
+        """One serialized batch per :class:`Changes` object: the calls waiting on a stream at
+        the same version share it (the source hands them the same object), so a commit fanned
+        out to 1,000 calls builds and serializes one message, not 1,000."""
         key = id(changes)
         cached = self._change_batches.get(key)
         if cached is not None and cached[0] is changes:
             return cached[1]
-        batch = DataUpdateBatch(
+        raw = DataUpdateBatch(
             updates=[DataUpdate(key=k, value=v) for k, v in changes.items],
             resync=changes.resync,
-        )
+        ).SerializeToString()
         if len(self._change_batches) >= 256:
             self._change_batches.clear()
-        self._change_batches[key] = (changes, batch)
-        return batch
+        self._change_batches[key] = (changes, raw)
+        return raw
 
     async def _observed_get_updates(
         self,
@@ -382,7 +387,9 @@ class ReferenceServer:
             except UnknownStreamError:
                 self._batches.pop(stream, None)
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"stream {stream!r} was removed")
-            await context.write(self._changes_batch(changes))
+            # The same bytes for every call waiting at this version (cast: gRPC takes bytes
+            # through _serialize unchanged).
+            await context.write(cast(DataUpdateBatch, self._changes_bytes(changes)))
             version = changes.version
             if fleet is not None:
                 fleet.delivered(gateway, stream, version)

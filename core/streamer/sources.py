@@ -285,9 +285,17 @@ class StreamStore:
         return changes
 
     def _wake(self, stream: str) -> None:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
         for fut in self._waiters.pop(stream, ()):
+            loop = fut.get_loop()
+            if loop is running:  # changed on the waiters' own loop: no self-pipe write each
+                _resolve(fut)
+                continue
             with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
-                fut.get_loop().call_soon_threadsafe(_resolve, fut)
+                loop.call_soon_threadsafe(_resolve, fut)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
