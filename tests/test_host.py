@@ -294,13 +294,13 @@ async def test_exits_nonzero_when_every_listener_stopped_itself(
 ) -> None:
     server, _ = cloud
     # The quitter's report_error returns the error: an unknown stream makes the server answer
-    # NOT_FOUND, so the listener stops itself.
+    # UNAVAILABLE ("stream 'nope' does not exist"), so the listener stops itself.
     host = await start_host(site, tmp_path, server, {"quitter": ["nope"]})
     code = await asyncio.wait_for(host.proc.wait(), 15)
     assert code == 1, host.logtext()
     assert "every stream was stopped by its listener" in host.logtext()
     assert "nope (quitter)" in host.logtext()
-    assert "NOT_FOUND" in host.logtext()
+    assert "does not exist" in host.logtext()
 
 
 async def test_sigterm_with_a_stuck_update_exits_within_the_shutdown_timeout(

@@ -165,7 +165,7 @@ async def test_streamer_run_json_logs_parse_and_hold_no_secrets(tmp_path: Path, 
     )
     try:
         # s1 is polled (a new call every 0.2 s); s2 gets pushed changes; "missing" keeps failing.
-        await eventually(lambda: log.read_text().count("NOT_FOUND") >= 3, "retries")
+        await eventually(lambda: log.read_text().count("does not exist") >= 3, "retries")
         for i in range(5):
             source.set("s2", f"{SECRET_KEY}{i}", SECRET_VALUE)
         await asyncio.sleep(1.0)
@@ -187,7 +187,7 @@ async def test_streamer_run_json_logs_parse_and_hold_no_secrets(tmp_path: Path, 
     ]
     assert by_msg.count("stream s1: streaming") == 1  # polled many times: one INFO line
     assert by_msg.count("stream s2: streaming") == 1
-    assert any(m.startswith("stream missing: RPC failed: NOT_FOUND") for m in by_msg)
+    assert any(m.startswith("stream missing: RPC failed: UNAVAILABLE") for m in by_msg)
     debug = [r for r in records if r["level"] == "DEBUG"]
     if level == "DEBUG":
         assert any("batch of" in r["message"] for r in debug)

@@ -200,19 +200,19 @@ def test_requested_digest_ignores_other_extra_args() -> None:
     assert requested_digest(other) is None
 
 
-async def test_unknown_stream_is_not_found(
+async def test_unknown_stream_is_unavailable(
     reference_server: ReferenceServerFactory, channels: Any
 ) -> None:
     server = await reference_server(MemorySource({"subs": SUBS}), "push")
     call = open_call(channels(server.address), request("nope"))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await read_all(call)
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "'nope'" in (info.value.details() or "")
-    assert "'subs'" in (info.value.details() or "")
+    assert "'subs'" not in (info.value.details() or "")
 
 
-async def test_removed_stream_ends_push_calls_with_not_found(
+async def test_removed_stream_ends_push_calls_with_unavailable(
     reference_server: ReferenceServerFactory, channels: Any
 ) -> None:
     source = MemorySource({"subs": SUBS})
@@ -222,7 +222,7 @@ async def test_removed_stream_ends_push_calls_with_not_found(
     source.remove_stream("subs")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await read_all(call)
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_requests_are_recorded_and_logged(
@@ -378,7 +378,7 @@ async def test_sqlite_source_serves_and_picks_up_changes(
     db.execute("DROP TABLE subs")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await read_all(call)
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     db.close()
 
 
@@ -709,5 +709,5 @@ async def test_snapshot_cache_forgets_removed_streams(
     call = open_call(ch, request("gone"))
     with pytest.raises(grpc.aio.AioRpcError):
         await read_all(call)
-    assert await call.code() == grpc.StatusCode.NOT_FOUND
+    assert await call.code() == grpc.StatusCode.UNAVAILABLE
     assert set(server._batches) == {"kept"}

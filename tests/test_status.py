@@ -106,7 +106,7 @@ async def host(tmp_path: Path, cloud: tuple[ReferenceServer, MemorySource]) -> A
 
 async def test_endpoints_and_status_against_a_running_host(host: Host, tmp_path: Path) -> None:
     assert (await get(host.address, "/healthz"))[0] == 200
-    # "nosuch" is unknown to the server: NOT_FOUND, backoff, never ready.
+    # "nosuch" is unknown to the server: UNAVAILABLE, backoff, never ready.
     deadline = time.monotonic() + 15
     while True:
         rows = {
@@ -123,7 +123,7 @@ async def test_endpoints_and_status_against_a_running_host(host: Host, tmp_path:
     assert code == 200
     assert 'streamer_batches_total{plugin="log",stream="s1"} 1.0' in body
     assert re.search(
-        r'streamer_errors_total\{kind="NOT_FOUND",plugin="log",stream="nosuch"\} [1-9]', body
+        r'streamer_errors_total\{kind="UNAVAILABLE",plugin="log",stream="nosuch"\} [1-9]', body
     )
     assert 'streamer_stream_state{plugin="log",state="streaming",stream="s1"} 1.0' in body
 
@@ -136,7 +136,7 @@ async def test_endpoints_and_status_against_a_running_host(host: Host, tmp_path:
     s1 = next(line for line in lines if line.startswith("s1 "))
     assert s1.split()[:3] == ["s1", "log", "streaming"] and "ago" in s1
     nosuch = next(line for line in lines if line.startswith("nosuch "))
-    assert "never" in nosuch and "NOT_FOUND" in nosuch
+    assert "never" in nosuch and "UNAVAILABLE" in nosuch
     assert lines[-1] == "not ready: nosuch"
 
     code, out, err = await streamer("status", "--address", host.address, "--json", cwd=tmp_path)
@@ -144,7 +144,7 @@ async def test_endpoints_and_status_against_a_running_host(host: Host, tmp_path:
     doc = json.loads(out)
     rows = {r["stream"]: r for r in doc["streams"]}
     assert rows["s1"]["updates"] == 1 and rows["s1"]["errors"] == 0
-    assert rows["nosuch"]["errors"] >= 1 and rows["nosuch"]["last_error"].startswith("NOT_FOUND")
+    assert rows["nosuch"]["errors"] >= 1 and rows["nosuch"]["last_error"].startswith("UNAVAILABLE")
     assert "v0" not in out  # values never leave the process
 
     code, out, err = await streamer(

@@ -14,13 +14,17 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamer.config import LOG_LEVELS, Config, ConfigError, find_config, load_config
+
+if TYPE_CHECKING:
+    from streamer.server import ServerTLS
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+DEFAULT_MAX_CALLS = 1024  # streamer.server.DEFAULT_MAX_CALLS (not imported: no gRPC for --help)
 
 
 def _err(message: str) -> None:
@@ -193,19 +197,56 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def _serve_tls(args: argparse.Namespace) -> tuple[ServerTLS | None, str | None]:
+    """The server's TLS settings from the flags, or the reason they are refused. Fails closed:
+    any TLS flag needs both --tls-cert and --tls-key; plaintext off loopback needs --insecure."""
+    from streamer.connection import is_loopback
+    from streamer.server import ServerTLS
+
+    given = [
+        flag
+        for flag, value in (
+            ("--tls-cert", args.tls_cert),
+            ("--tls-key", args.tls_key),
+            ("--client-ca", args.client_ca),
+            ("--require-client-cert", args.require_client_cert),
+        )
+        if value
+    ]
+    missing = [f for f, v in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)) if not v]
+    if given and missing:
+        return None, (
+            f"{' and '.join(given)} given without {' and '.join(missing)}; TLS needs both "
+            "--tls-cert and --tls-key (refusing to start without TLS)"
+        )
+    if args.require_client_cert and not args.client_ca:
+        return None, "--require-client-cert needs --client-ca (the CA that signs client certs)"
+    if given:
+        if args.insecure:
+            return None, "--insecure contradicts the TLS flags given; drop one or the other"
+        return ServerTLS(args.tls_cert, args.tls_key, args.client_ca), None
+    if not args.insecure and not is_loopback(args.address):
+        return None, (
+            f"plaintext on non-loopback address {args.address!r} needs --insecure "
+            "(or serve TLS with --tls-cert and --tls-key)"
+        )
+    return None, None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from streamer.logs import configure_logging
 
     configure_logging(args.log_level, args.log_format)
-    from streamer.server import ReferenceServer, ServerTLS, run_server
+    from streamer.server import ReferenceServer, run_server
     from streamer.sources import SourceError
 
-    tls = None
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            _err("serve: --tls-cert and --tls-key must be given together")
-            return EXIT_USAGE
-        tls = ServerTLS(args.tls_cert, args.tls_key, args.client_ca, args.require_client_cert)
+    tls, problem = _serve_tls(args)
+    if problem is not None:
+        _err(f"serve: {problem}")
+        return EXIT_USAGE
+    if args.max_calls < 1:
+        _err(f"serve: --max-calls must be >= 1, got {args.max_calls}")
+        return EXIT_USAGE
     modes = {}
     for item in args.stream_mode or ():
         name, sep, mode = item.partition("=")
@@ -232,6 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 args.mode,
                 tls,
                 modes=modes,
+                max_calls=args.max_calls,
                 on_started=started,
                 status_address=args.status_address,
             )
@@ -547,9 +589,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--tls-cert", help="server certificate chain (PEM)")
     srv.add_argument("--tls-key", help="server private key (PEM)")
-    srv.add_argument("--client-ca", help="CA that signs client certificates (PEM)")
     srv.add_argument(
-        "--require-client-cert", action="store_true", help="refuse clients without a certificate"
+        "--client-ca",
+        help="CA that signs client certificates (PEM); clients without one are refused",
+    )
+    srv.add_argument(
+        "--require-client-cert",
+        action="store_true",
+        help="accepted for compatibility: --client-ca already requires client certificates",
+    )
+    srv.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plaintext on a non-loopback address (anyone on the network can read)",
+    )
+    srv.add_argument(
+        "--max-calls",
+        type=int,
+        default=DEFAULT_MAX_CALLS,
+        metavar="N",
+        help="concurrent calls served; more get RESOURCE_EXHAUSTED",
     )
     srv.add_argument(
         "--status-address",

@@ -45,6 +45,9 @@ from streamer.sources import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_CALLS",
+    "MAX_RECEIVE_MESSAGE",
+    "MAX_STREAM_NAME",
     "METHOD",
     "MODES",
     "SERVICE",
@@ -60,6 +63,7 @@ __all__ = [
     "open_source",
     "requested_digest",
     "run_server",
+    "shown",
 ]
 
 logger = logging.getLogger("streamer.server")
@@ -78,6 +82,24 @@ _DEFAULT_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.http2.max_ping_strikes", 0),
 )
 
+#: Longest stream name accepted (bytes of UTF-8); longer names get ``INVALID_ARGUMENT``.
+MAX_STREAM_NAME = 255
+#: Largest request accepted. A ``StreamRequest`` is a gateway id, a stream name and a digest;
+#: 64 KiB leaves room for a plugin's ``extra_args`` and refuses megabyte-sized junk early.
+MAX_RECEIVE_MESSAGE = 64 * 1024
+#: Default cap on concurrent calls (``--max-calls``); calls beyond it get ``RESOURCE_EXHAUSTED``.
+DEFAULT_MAX_CALLS = 1024
+_SHOWN = 40  # characters of client-sent text echoed in status details and logs
+
+
+def shown(text: str, limit: int = _SHOWN) -> str:
+    """Client-sent ``text`` as it may appear in status details and logs: a short prefix, quoted
+    and with control characters escaped (``repr``), so a client cannot forge log lines or make
+    the server echo megabytes back."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text.encode('utf-8', 'replace'))} bytes)"
+
 
 @dataclass(frozen=True, slots=True)
 class StreamSpec:
@@ -89,7 +111,13 @@ class StreamSpec:
 
 @dataclass(frozen=True, slots=True)
 class ServerTLS:
-    """Server certificate (PEM files) and, optionally, the CA that signs client certificates."""
+    """Server certificate (PEM files) and, optionally, the CA that signs client certificates.
+
+    Giving ``client_ca_path`` means client certificates are *required*: a client that presents
+    none, or one that CA did not sign, fails the handshake (as etcd and Consul do). There is no
+    "ask but accept anyone" mode. ``require_client_cert`` is kept for compatibility; it adds
+    nothing beyond ``client_ca_path`` and is an error without it.
+    """
 
     cert_chain_path: str | Path
     key_path: str | Path
@@ -103,7 +131,7 @@ class ServerTLS:
         key = _read_pem(self.key_path, "private key")
         ca = None if self.client_ca_path is None else _read_pem(self.client_ca_path, "client CA")
         return grpc.ssl_server_credentials(
-            [(key, chain)], root_certificates=ca, require_client_auth=self.require_client_cert
+            [(key, chain)], root_certificates=ca, require_client_auth=ca is not None
         )
 
 
@@ -190,6 +218,7 @@ class ReferenceServer:
         max_send_message_length: int | None = None,
         options: Sequence[tuple[str, Any]] = (),
         record_requests: bool = True,
+        max_calls: int | None = DEFAULT_MAX_CALLS,
     ) -> None:
         self.source = source
         # Which gateway has applied what (streamer.fleet), when the source can say what its
@@ -206,7 +235,11 @@ class ReferenceServer:
         }
         self._bind = address
         self.tls = tls
+        if max_calls is not None and max_calls < 1:
+            raise ValueError(f"ReferenceServer: max_calls must be >= 1, got {max_calls}")
+        self.max_calls = max_calls
         self._options = list(_DEFAULT_OPTIONS)
+        self._options.append(("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE))
         if max_send_message_length is not None:
             self._options.append(("grpc.max_send_message_length", max_send_message_length))
         self._options.extend(options)
@@ -242,7 +275,7 @@ class ReferenceServer:
         self._source_started = True
         server: grpc.aio.Server | None = None
         try:
-            server = grpc.aio.server(options=self._options)
+            server = grpc.aio.server(options=self._options, maximum_concurrent_rpcs=self.max_calls)
             port = bind_get_updates(
                 server, self._observed_get_updates, self._bind, credentials, "ReferenceServer"
             )
@@ -341,30 +374,40 @@ class ReferenceServer:
         if self._record:
             self.requests.append(request)
         stream = request.stream_name
+        if len(stream) > MAX_STREAM_NAME or len(stream.encode()) > MAX_STREAM_NAME:
+            logger.info(
+                "GetUpdates stream=%s peer=%s: stream name too long",
+                shown(stream),
+                context.peer(),
+            )
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"stream name {shown(stream)} is longer than {MAX_STREAM_NAME} bytes",
+            )
         mode = self.mode_for(stream)
         digest = requested_digest(request)
         try:
             snap = await self.source.snapshot(stream)
         except SourceUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except UnknownStreamError as exc:
+        except UnknownStreamError:
             self._batches.pop(stream, None)
             logger.info(
-                "GetUpdates stream=%r gatewayId=%r peer=%s: unknown stream",
-                stream,
-                request.gatewayId,
+                "GetUpdates stream=%s gatewayId=%s peer=%s: unknown stream",
+                shown(stream),
+                shown(request.gatewayId),
                 context.peer(),
             )
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _no_such_stream(stream))
         matched = digest is not None and digest == snap.digest
         fleet = self.fleet if who is not None else None
         gateway = who[0] if who is not None else ""
         if fleet is not None and who is not None:
             fleet.call_started(gateway, who[1], stream, digest)
         logger.info(
-            "GetUpdates stream=%r gatewayId=%r peer=%s mode=%s digest_matched=%s keys=%d",
-            stream,
-            request.gatewayId,
+            "GetUpdates stream=%s gatewayId=%s peer=%s mode=%s digest_matched=%s keys=%d",
+            shown(stream),
+            shown(request.gatewayId),
             context.peer(),
             mode,
             matched,
@@ -386,13 +429,19 @@ class ReferenceServer:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             except UnknownStreamError:
                 self._batches.pop(stream, None)
-                await context.abort(grpc.StatusCode.NOT_FOUND, f"stream {stream!r} was removed")
+                await context.abort(grpc.StatusCode.UNAVAILABLE, _no_such_stream(stream))
             # The same bytes for every call waiting at this version (cast: gRPC takes bytes
             # through _serialize unchanged).
             await context.write(cast(DataUpdateBatch, self._changes_bytes(changes)))
             version = changes.version
             if fleet is not None:
                 fleet.delivered(gateway, stream, version)
+
+
+def _no_such_stream(stream: str) -> str:
+    """orc8r's answer to an unknown stream. It never lists the server's other streams: which
+    streams exist is for the server's operator, not for whoever can open a connection."""
+    return f"stream {shown(stream)} does not exist"
 
 
 async def run_server(
@@ -404,6 +453,7 @@ async def run_server(
     modes: Mapping[str, str] | None = None,
     poll_interval: float = 0.5,
     max_send_message_length: int | None = None,
+    max_calls: int | None = DEFAULT_MAX_CALLS,
     on_started: Callable[[ReferenceServer], None] | None = None,
     status_address: str | None = None,
 ) -> None:
@@ -423,6 +473,7 @@ async def run_server(
         max_send_message_length=max_send_message_length,
         options=[("grpc.so_reuseport", 0)],
         record_requests=False,
+        max_calls=max_calls,
     )
     await server.start()
     endpoint = None

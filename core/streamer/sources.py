@@ -67,12 +67,11 @@ class SourceUnavailable(SourceError):
 
 
 class UnknownStreamError(LookupError):
-    """The source has no stream of that name."""
+    """The source has no stream of that name. The message does not list the streams that do
+    exist: it may reach a client (``known`` is accepted for compatibility and ignored)."""
 
     def __init__(self, stream: str, known: Iterable[str] = ()) -> None:
-        names = sorted(known)
-        shown = ", ".join(repr(n) for n in names[:10]) + (", ..." if len(names) > 10 else "")
-        super().__init__(f"unknown stream {stream!r} (this server has: {shown or 'no streams'})")
+        super().__init__(f"stream {stream[:64]!r} does not exist")
         self.stream = stream
 
 
@@ -252,7 +251,7 @@ class StreamStore:
             return version
 
     def remove_stream(self, stream: str) -> None:
-        """Forget a stream; push calls on it end with NOT_FOUND."""
+        """Forget a stream; push calls on it end with UNAVAILABLE ("stream X does not exist")."""
         with self._lock:
             if self._streams.pop(stream, None) is not None:
                 self._wake(stream)
