@@ -461,14 +461,25 @@ def _skipped(name: str) -> bool:
 
 
 def write_key(root: str | os.PathLike[str], stream: str, key: str, value: bytes) -> Path:
-    """Atomically write one key of a directory source (temp file in ``root``, then rename)."""
-    root = Path(root)
-    target = root / stream / key_filename(key)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
-    tmp.write_bytes(value)
+    """Atomically write one key of a directory source (temp file in ``root``, then rename).
+
+    The temp name is unique per call, so it is built as a plain string, never a ``pathlib``
+    path: CPython 3.12's pathlib interns every path part it parses, and interned strings are
+    never freed there, so one ``Path`` per write grows the process without bound.
+    """
+    base = os.fspath(root)
+    directory = os.path.join(base, stream)
+    target = os.path.join(directory, key_filename(key))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(base, f".tmp-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    try:
+        with open(fd, "wb", closefd=False) as out:
+            out.write(value)
+    finally:
+        os.close(fd)
     os.replace(tmp, target)
-    return target
+    return Path(target)
 
 
 _Sig = tuple[int, int, int]  # inode, mtime_ns, size
@@ -490,6 +501,10 @@ class DirectorySource(PollingSource):
     rewrite caught between truncate and write. Writers should still write atomically (temp
     file, then rename), as :func:`write_key` does. A file or stream directory that cannot be
     read keeps its last value; that is logged once as a WARNING, not on every poll.
+
+    Nothing outside ``root`` is ever served: a symlink inside it (a stream directory or a key
+    file) that resolves outside ``root`` is skipped, never read, and named in one WARNING.
+    Symlinks that stay inside ``root`` are followed.
     """
 
     def __init__(
@@ -504,6 +519,7 @@ class DirectorySource(PollingSource):
         self._files: dict[str, dict[str, _Sig]] = {}
         self._racy: dict[str, set[str]] = {}
         self._problems: dict[str, str] = {}  # path -> what was logged about it
+        self._real_root = ""  # os.path.realpath(root), refreshed on every scan
 
     def __repr__(self) -> str:
         return f"DirectorySource({str(self.root)!r})"
@@ -516,8 +532,22 @@ class DirectorySource(PollingSource):
         except OSError as exc:  # anything not handled per stream or per file
             raise SourceError(f"cannot scan {self!r}: {exc}") from exc
 
+    def _outside(self, path: str, problems: dict[str, str]) -> bool:
+        """Whether the symlink ``path`` resolves outside the data directory (then it is
+        recorded in ``problems``, to be logged once, and must not be read)."""
+        real = os.path.realpath(path)
+        root = self._real_root
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            return False
+        problems[path] = (
+            f"{self!r}: skipping {path!r}: it is a symlink to {real!r}, outside the data "
+            "directory; it is not served"
+        )
+        return True
+
     def _scan_root(self) -> None:
         now = time.time_ns()
+        self._real_root = os.path.realpath(self.root)
         try:
             with os.scandir(self.root) as it:
                 entries = list(it)
@@ -528,6 +558,8 @@ class DirectorySource(PollingSource):
         kept: set[str] = set()  # streams that could not be read this time: keep their data
         for entry in entries:
             try:
+                if entry.is_symlink() and self._outside(entry.path, problems):
+                    continue
                 if entry.is_dir():
                     names.append(entry.name)
             except OSError as exc:
@@ -543,7 +575,7 @@ class DirectorySource(PollingSource):
             except FileNotFoundError:  # removed while scanning; the next poll forgets it
                 continue
             except OSError as exc:
-                path = str(self.root / stream)
+                path = os.path.join(self.root, stream)
                 problems[path] = self._problem(path, exc)
         self._report(problems)
 
@@ -560,7 +592,7 @@ class DirectorySource(PollingSource):
         self._problems = problems
 
     def _scan_stream(self, stream: str, now: int, problems: dict[str, str]) -> None:
-        directory = self.root / stream
+        directory = os.path.join(self.root, stream)
         prev = self._files.get(stream, {})
         racy = self._racy.get(stream, set())
         current: dict[str, _Sig] = {}
@@ -571,6 +603,11 @@ class DirectorySource(PollingSource):
         for entry in entries:
             name = entry.name
             try:
+                path = entry.path
+                if entry.is_symlink():
+                    if self._outside(path, problems):
+                        continue
+                    path = os.path.realpath(path)
                 if not entry.is_file():
                     continue
                 st = entry.stat()
@@ -579,7 +616,7 @@ class DirectorySource(PollingSource):
                 if prev.get(name) == sig and name not in racy:
                     current[name] = sig
                     continue
-                value = (directory / name).read_bytes()
+                value = _read_nofollow(path)
             except FileNotFoundError:  # removed while scanning: a deletion
                 continue
             except OSError as exc:  # EACCES, EIO, ELOOP...: keep the last value, retry next poll
@@ -599,6 +636,13 @@ class DirectorySource(PollingSource):
             self.apply(stream, changes)
         self._files[stream] = current
         self._racy[stream] = new_racy
+
+
+def _read_nofollow(path: str) -> bytes:
+    """A file's bytes; a symlink swapped in since the scan is not followed (ELOOP)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with open(fd, "rb") as f:
+        return f.read()
 
 
 class SQLiteSource(PollingSource):
