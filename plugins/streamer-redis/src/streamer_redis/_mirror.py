@@ -10,11 +10,14 @@ Keys for stream ``s`` with prefix ``p``:
 - ``p s:resync``: scratch space where a snapshot is assembled before it goes live.
 
 Resync: the snapshot is written into the scratch hash (pipelined, in chunks), then one
-MULTI/EXEC does UNLINK live + RENAME scratch live + SET digest. Readers and crashes see the old
-hash or the new one, never a mix. UNLINK frees the old hash in a background thread, where a
-RENAME over it would free it inside the command and block Redis for O(N). A scratch hash left
-by a killed process is not live; it is unlinked by the next resync, including one that finds
-the snapshot identical (same digest) and writes nothing else.
+MULTI/EXEC does UNLINK live + RENAME scratch live + SET digest, only after a WATCH of the
+scratch hash and a count of its fields: a FLUSHALL, failover or eviction between two chunks
+leaves a scratch hash missing the first chunks, and that must never go live under the full
+snapshot's digest. Then the snapshot is written again (3 attempts, then :class:`RedisDataLost`).
+Readers and crashes see the old hash or the new one, never a mix. UNLINK frees the old hash in a
+background thread, where a RENAME over it would free it inside the command and block Redis for
+O(N). A scratch hash left by a killed process is not live; it is unlinked by the next resync,
+including one that finds the snapshot identical (same digest) and writes nothing else.
 
 Incremental: WATCH the live hash and the digest, read the old values of the touched keys, then
 one MULTI/EXEC does HSET + HDEL + SET digest. If anything else wrote in between, EXEC is refused
@@ -44,6 +47,7 @@ __all__ = ["RedisDataLost", "RedisMirror", "connect"]
 
 _log = logging.getLogger("streamer.plugin.redis")
 _CHUNK = 1000
+_SNAPSHOT_ATTEMPTS = 3
 
 
 def _chunks(items: Mapping[str, bytes]) -> Iterator[dict[str, bytes]]:
@@ -125,16 +129,44 @@ class RedisMirror:
             self._digester = new
             self.client.unlink(self.scratch_key)  # left by a process killed mid-resync
             return False
+        self._digester = None  # unknown until EXEC answers
+        self._claimed = None
+        for attempt in range(1, _SNAPSHOT_ATTEMPTS + 1):
+            self._write_scratch(items)
+            held = self._swap_in(items, new)
+            if held is None:
+                self._digester = new
+                self._claimed = new.hexdigest()
+                return True
+            _log.warning(
+                "redis sink for stream %r: the snapshot lost fields while it was written "
+                "(%d of %d fields; FLUSHALL, eviction or failover?); attempt %d of %d",
+                self.stream, held, len(items), attempt, _SNAPSHOT_ATTEMPTS,
+            )  # fmt: skip
+        raise RedisDataLost(
+            f"redis sink for stream {self.stream!r} could not write a complete snapshot "
+            f"({_SNAPSHOT_ATTEMPTS} attempts); requesting it again"
+        )
+
+    def _write_scratch(self, items: Mapping[str, bytes]) -> None:
+        """Write ``items`` into the scratch hash (pipelined, in chunks). Not atomic: something
+        may empty Redis between two chunks, which :meth:`_swap_in` detects."""
         pipe: Pipeline = self.client.pipeline(transaction=False)
         pipe.unlink(self.scratch_key)
         for chunk in _chunks(items):
             pipe.hset(self.scratch_key, mapping=chunk)  # type: ignore[arg-type]
         pipe.execute()
-        self._digester = None  # unknown until EXEC answers
-        self._claimed = None
+
+    def _swap_in(self, items: Mapping[str, bytes], new: Digester) -> int | None:
+        """Make the scratch hash live with ``new``'s digest in one MULTI/EXEC, but only if it
+        holds every field of ``items``: WATCH it, count its fields, and let EXEC fail if it
+        changes after the count. None when done; else the field count found (nothing written)."""
         with self.client.pipeline(transaction=True) as tx:
             if items:
-                tx.watch(self.scratch_key)  # type: ignore[no-untyped-call]  # EXEC fails if the scratch hash changed under us
+                tx.watch(self.scratch_key)  # type: ignore[no-untyped-call]
+                held = int(tx.hlen(self.scratch_key))
+                if held != len(items):
+                    return held  # torn: chunks written before an emptying were lost
                 tx.multi()
                 # UNLINK frees the old hash in the background; RENAME over it would free it
                 # inside the command, blocking Redis for as long as the hash is big.
@@ -144,10 +176,11 @@ class RedisMirror:
                 tx.multi()
                 tx.unlink(self.key)
             tx.set(self.digest_key, new.hexdigest())
-            tx.execute()
-        self._digester = new
-        self._claimed = new.hexdigest()
-        return True
+            try:
+                tx.execute()
+            except redis.WatchError:
+                return -1  # changed after the count
+        return None
 
     def apply_changes(self, items: Mapping[str, bytes]) -> bool:
         """Set each key to its value, an empty value deleting it, in one MULTI/EXEC.
