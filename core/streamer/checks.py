@@ -27,6 +27,7 @@ from streamer.plugins import (
     load_plugins,
     select,
 )
+from streamer.redact import redact_text
 
 __all__ = ["Distributions", "LoadFailed", "build_backoff", "check", "load_hooks"]
 
@@ -41,7 +42,7 @@ class LoadFailed(Exception):
         n = len(self.problems)
         lines = [f"{n} problem{'s' if n != 1 else ''} found; nothing was started:"]
         lines += [f"  {i}. {p}" for i, p in enumerate(self.problems, 1)]
-        super().__init__("\n".join(lines))
+        super().__init__(redact_text("\n".join(lines)))
 
 
 def build_backoff(config: Config) -> Backoff:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamer.config import LOG_LEVELS, Config, ConfigError, find_config, load_config
+from streamer.redact import redact_text
 
 if TYPE_CHECKING:
     from streamer.server import ServerTLS
@@ -28,7 +29,7 @@ DEFAULT_MAX_CALLS = 1024  # streamer.server.DEFAULT_MAX_CALLS (not imported: no 
 
 
 def _err(message: str) -> None:
-    print(f"streamer: {message}", file=sys.stderr)
+    print(f"streamer: {redact_text(message)}", file=sys.stderr)
 
 
 def _load(args: argparse.Namespace, *, required: bool = True) -> tuple[Path | None, Config | None]:
@@ -89,16 +90,23 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     def problem_doc(p: Problem | str) -> dict[str, str]:
         if isinstance(p, Problem):
-            return {"subject": p.subject, "message": p.message}
-        return {"subject": "", "message": str(p)}
+            return {"subject": redact_text(p.subject), "message": redact_text(p.message)}
+        return {"subject": "", "message": redact_text(str(p))}
 
-    def refuse(path: Path | str, problems: Sequence[Problem | str]) -> int:
+    def refuse(
+        path: Path | str, problems: Sequence[Problem | str], warnings: Sequence[str] = ()
+    ) -> int:
         failed = LoadFailed(problems)
         if args.json:
-            doc = {"config": str(path), "ok": False, "problems": [problem_doc(p) for p in problems]}
+            doc = {
+                "config": str(path),
+                "ok": False,
+                "problems": [problem_doc(p) for p in problems],
+                "warnings": list(warnings),
+            }
             print(json.dumps(doc, indent=2))
         else:
-            print(f"{path}: NOT OK\n{failed}")
+            print("\n".join([f"{path}: NOT OK\n{failed}", *(f"  warning: {w}" for w in warnings)]))
         return EXIT_USAGE
 
     try:
@@ -107,10 +115,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         # The same numbered report as every other problem (the file's own problem first).
         return refuse(exc.path, [Problem(exc.key or str(exc.path), exc.message)])
     assert path is not None and config is not None
+    from streamer.downgrades import downgrades
+
+    # Every security downgrade the config shows, naming the key (docs/security.md).
+    warnings = [redact_text(w) for w in downgrades(config)]
     try:
         loaded, hooks = check(config)
     except LoadFailed as exc:
-        return refuse(path, exc.problems)
+        return refuse(path, exc.problems, warnings)
     if args.json:
         doc = {
             "config": str(path),
@@ -126,10 +138,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             ],
             "observers": [{"name": p.name, "dist": p.dist, "version": p.version} for p, _ in hooks],
             "problems": [],
+            "warnings": warnings,
         }
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"{path}: OK")
+    print(f"{path}: OK" + (f" with {len(warnings)} warning(s)" if warnings else ""))
+    for warning in warnings:
+        print(f"  warning: {warning}")
     for lp in loaded:
         print(f"  {lp.plugin.display} {lp.plugin.version}: streams {', '.join(lp.stream_names)}")
     for plugin, _ in hooks:

@@ -27,6 +27,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 from streamer.connection import DEFAULT_KEEPALIVE_TIME, DEFAULT_KEEPALIVE_TIMEOUT, is_loopback
+from streamer.redact import redact_text
 
 __all__ = [
     "CONFIG_ENV",
@@ -71,7 +72,7 @@ class ConfigError(Exception):
         self.key = key
         self.message = message
         where = f"{path}: {key}: " if key else f"{path}: "
-        super().__init__(where + message)
+        super().__init__(redact_text(where + message))
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +362,7 @@ def _show(value: object) -> str:
         list: "array",
         dict: "table",
     }.get(type(value), type(value).__name__)
-    text = repr(value)
+    text = redact_text(repr(value))
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({kind})"

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from streamer.redact import RedactingFilter
+
 __all__ = ["MAX_TEXT", "HumanFormatter", "JsonFormatter", "configure_logging", "escape"]
 
 HUMAN_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -51,8 +53,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+        if record.exc_info:  # exc_text: already formatted (and redacted) by RedactingFilter
+            out["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
 
 
@@ -68,6 +70,7 @@ def configure_logging(
     level: str = "INFO", fmt: str = "human", stream: TextIO | None = None
 ) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RedactingFilter())  # no URL password or secret= value reaches a log
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

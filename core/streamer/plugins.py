@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Protocol
 import importlib_metadata
 
 from streamer.listener import listener_problems
+from streamer.redact import redact_text
 from streamer.schema import ConfigProblems, schema_of, validate
 
 __all__ = [
@@ -101,7 +102,7 @@ class Problem:
     exception: BaseException | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
-        return f"{self.subject}: {self.message}"
+        return redact_text(f"{self.subject}: {self.message}")
 
 
 @dataclass(frozen=True, slots=True)

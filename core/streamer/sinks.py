@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from streamer.logs import escape
+from streamer.redact import redact
 
 if TYPE_CHECKING:
     from google.protobuf.wrappers_pb2 import StringValue
@@ -51,7 +52,7 @@ class TableReader:
     def __init__(self, plugin: str, table: object, known: Sequence[str]) -> None:
         self.plugin = plugin
         if not isinstance(table, Mapping):
-            raise self.error(f"the config must be a table, got {table!r}")
+            raise self.error(f"the config must be a table, got {redact(table)!r}")
         unknown = sorted(set(table) - set(known), key=str)
         if unknown:
             raise self.error(
@@ -67,8 +68,9 @@ class TableReader:
         return ValueError(f"{self.plugin}: {message}")
 
     def invalid(self, key: str, must: str, value: object) -> ValueError:
-        """``ValueError("<plugin>: config key '<key>' must be <must>, got <value!r>")``."""
-        return self.error(f"config key {key!r} must be {must}, got {value!r}")
+        """``ValueError("<plugin>: config key '<key>' must be <must>, got <value!r>")``; the
+        value is shown redacted (``***`` for a secret-named key or a URL's password)."""
+        return self.error(f"config key {key!r} must be {must}, got {redact(value, key)!r}")
 
     def required(self, key: str, what: str) -> Any:
         """The raw value of ``key``; its absence is an error that says ``what`` it is."""
