@@ -13,7 +13,9 @@ from streamer.sinks import TableReader
 __all__ = ["STREAM_NAME", "SqliteConfig", "table_name"]
 
 _PLUGIN = "streamer-sqlite"
-_KEYS = ("streams", "path", "synchronous", "busy_timeout")
+_KEYS = ("streams", "path", "synchronous", "busy_timeout", "file_mode")
+_FILE_MODE = re.compile(r"0?[0-7]{3}")
+_DEFAULT_FILE_MODE = 0o600
 
 STREAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}")
 """Stream names this plugin accepts: they become part of a table name."""
@@ -29,12 +31,17 @@ def table_name(stream: str) -> str:
 @dataclass(frozen=True, slots=True)
 class SqliteConfig:
     """``streams``: one table each; ``path``: the database file; ``synchronous``: ``normal``
-    (default) or ``full``; ``busy_timeout``: seconds to wait for another writer's lock."""
+    (default) or ``full``; ``busy_timeout``: seconds to wait for another writer's lock;
+    ``file_mode``: the database's (and its -wal/-shm files') permissions, ``"0600"`` by
+    default; ``"0640"`` shares read access with the file's group on purpose. A mode that grants
+    anything to other users, any execute bit, or less than read-write for the owner is
+    refused."""
 
     streams: tuple[str, ...]
     path: Path
     synchronous: str = "NORMAL"
     busy_timeout: float = 30.0
+    file_mode: int = _DEFAULT_FILE_MODE
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> SqliteConfig:
@@ -54,4 +61,26 @@ class SqliteConfig:
             ),
             synchronous=read.choice("synchronous", ("normal", "full"), "normal").upper(),
             busy_timeout=read.number("busy_timeout", 30.0, minimum=0, unit="seconds"),
+            file_mode=_file_mode(read),
         )
+
+
+def _file_mode(read: TableReader) -> int:
+    text = read.string(
+        "file_mode",
+        "0600",
+        must='an octal mode string such as "0600" or "0640"',
+        check=lambda v: _FILE_MODE.fullmatch(v) is not None,
+    )
+    mode = int(text, 8)
+    if mode & 0o007:
+        raise read.error(
+            f"config key 'file_mode' is {text!r}, which gives other users access to the "
+            'mirrored data; use "0600", or "0640" to share with the group'
+        )
+    if mode & 0o111 or mode & 0o600 != 0o600:
+        raise read.error(
+            f"config key 'file_mode' is {text!r}; the owner needs read and write and nobody "
+            'needs execute (e.g. "0600" or "0640")'
+        )
+    return mode

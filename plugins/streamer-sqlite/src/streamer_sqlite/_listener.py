@@ -44,14 +44,20 @@ class SqliteListener(MirrorListener[SqliteMirror]):
         *,
         synchronous: str = "NORMAL",
         busy_timeout: float = 30.0,
+        file_mode: int = 0o600,
     ) -> None:
         table_name(stream)  # a name that cannot be a table fails now, not at first use
         self.path = Path(path)
+        self.file_mode = file_mode
 
         def open_mirror() -> SqliteMirror:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             return SqliteMirror(
-                self.path, stream, synchronous=synchronous, busy_timeout=busy_timeout
+                self.path,
+                stream,
+                synchronous=synchronous,
+                busy_timeout=busy_timeout,
+                file_mode=file_mode,
             )
 
         super().__init__(stream, plugin="sqlite", open_store=open_mirror)
@@ -85,6 +91,12 @@ def create_listeners(config: Mapping[str, Any]) -> list[SqliteListener]:
             "not a database file"
         )
     return [
-        SqliteListener(cfg.path, stream, synchronous=cfg.synchronous, busy_timeout=cfg.busy_timeout)
+        SqliteListener(
+            cfg.path,
+            stream,
+            synchronous=cfg.synchronous,
+            busy_timeout=cfg.busy_timeout,
+            file_mode=cfg.file_mode,
+        )
         for stream in cfg.streams
     ]

@@ -49,7 +49,27 @@ from dataclasses import dataclass
 from streamer.digest import Digester
 from streamer_sqlite._config import table_name
 
-__all__ = ["SqliteDataChanged", "SqliteMirror", "SyncStats", "quote_identifier"]
+__all__ = ["SqliteDataChanged", "SqliteMirror", "SyncStats", "private_files", "quote_identifier"]
+
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def private_files(path: str, mode: int) -> None:
+    """Create the database file if needed and give it, and any -wal/-shm/-journal file already
+    there, exactly ``mode`` (0600 by default), whatever the umask.
+
+    SQLite creates the -wal and -shm files later with the database file's permissions (it
+    fchmods them, so the umask does not widen them), so setting the database file's mode is
+    what keeps them private too.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    for suffix in _SIDE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path + suffix, mode)
 
 
 def quote_identifier(name: str) -> str:
@@ -117,12 +137,14 @@ class SqliteMirror:
         *,
         synchronous: str = "NORMAL",
         busy_timeout: float = 30.0,
+        file_mode: int = 0o600,
     ) -> None:
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
         self.stream = stream
         self.path = os.fspath(path)
         self.table = table_name(stream)
+        private_files(self.path, file_mode)
         self._t = "main." + quote_identifier(self.table)
         self._conn: sqlite3.Connection | None = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
