@@ -93,11 +93,11 @@ def test_idle_clients_cannot_pile_up_threads_and_healthz_still_answers(
         for s in idle[:3]:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # stalled mid-headers
         time.sleep(0.3)
-        assert server.connections <= 4
-        assert threading.active_count() <= before + 4
+        assert server.connections <= 8
+        assert threading.active_count() <= before + 8
         for _ in range(3):  # a fresh probe gets through every time
             assert _get(server.address, "/healthz") == (200, b"ok\n")
-        assert threading.active_count() <= before + 4
+        assert threading.active_count() <= before + 8
     finally:
         for s in idle:
             s.close()

@@ -15,7 +15,8 @@ Every connection is bounded (see docs/observability.md, "Limits"):
 - at most ``max_connections`` (32) at once, one thread each. When all are taken, a new
   connection replaces the one that has waited longest for its request (idle or stalled
   mid-headers), so a fresh ``/healthz`` is answered even while idle clients fill the cap; if
-  every connection is busy being answered, the new one is closed at once;
+  every connection is busy being answered (or as many are still being closed), the new one is
+  closed at once. Threads are therefore at most 2 x ``max_connections``;
 - the request line plus headers may hold ``max_header_bytes`` (16 KiB); beyond that the answer is
   ``431`` and the connection is closed;
 - a connection that sends nothing (or stalls mid-request) for ``request_timeout`` seconds (10)
@@ -86,6 +87,9 @@ class _Server(ThreadingHTTPServer):
         self._conn_lock = threading.Lock()
         # connection -> monotonic time it started waiting for a request, or None while busy
         self._conns: dict[socket.socket, float | None] = {}
+        # evicted connections whose threads have not ended yet (bounded too: threads are at
+        # most 2 x max_connections even under churn)
+        self._closing: set[socket.socket] = set()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._conn_lock:
@@ -103,10 +107,11 @@ class _Server(ThreadingHTTPServer):
     def _evict_idle(self) -> bool:
         """Close the connection that has waited longest for a request (lock held)."""
         idle = [(since, conn) for conn, since in self._conns.items() if since is not None]
-        if not idle:
+        if not idle or len(self._closing) >= self.max_connections:
             return False
         _, oldest = min(idle, key=lambda pair: pair[0])
         del self._conns[oldest]
+        self._closing.add(oldest)
         with contextlib.suppress(OSError):
             oldest.shutdown(socket.SHUT_RDWR)  # its thread sees EOF and ends
         return True
@@ -120,6 +125,7 @@ class _Server(ThreadingHTTPServer):
     def _forget(self, request: Any) -> None:
         with self._conn_lock:
             self._conns.pop(request, None)
+            self._closing.discard(request)
 
     def mark(self, conn: socket.socket, *, busy: bool) -> None:
         with self._conn_lock:
@@ -128,7 +134,7 @@ class _Server(ThreadingHTTPServer):
 
     def connections(self) -> int:
         with self._conn_lock:
-            return len(self._conns)
+            return len(self._conns) + len(self._closing)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
@@ -291,7 +297,8 @@ class ObservabilityServer:
 
     @property
     def connections(self) -> int:
-        """Connections open right now (at most ``max_connections``)."""
+        """Connections open right now, being served or being closed (each has a thread; at
+        most 2 x ``max_connections``)."""
         return self._httpd.connections()
 
     @property
