@@ -155,6 +155,7 @@ async def test_huge_request_is_refused_without_echo(
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert len(info.value.details() or "") < 200
+    assert server.requests == []  # refused by the 64 KiB receive limit before the handler
 
 
 async def test_unknown_stream_is_unavailable_and_lists_no_other_stream(
