@@ -203,3 +203,9 @@ async def test_concurrent_calls_are_capped(channels: Any) -> None:
 def test_max_calls_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_calls"):
         ReferenceServer(MemorySource(), "poll", max_calls=0)
+
+
+def test_cli_default_max_calls_is_the_servers() -> None:
+    from streamer import cli, server
+
+    assert cli.DEFAULT_MAX_CALLS == server.DEFAULT_MAX_CALLS
