@@ -377,7 +377,7 @@ class ReferenceServer:
         if len(stream) > MAX_STREAM_NAME or len(stream.encode()) > MAX_STREAM_NAME:
             logger.info(
                 "GetUpdates stream=%s peer=%s: stream name too long",
-                shown(stream),
+                _Shown(stream),
                 context.peer(),
             )
             await context.abort(
@@ -394,8 +394,8 @@ class ReferenceServer:
             self._batches.pop(stream, None)
             logger.info(
                 "GetUpdates stream=%s gatewayId=%s peer=%s: unknown stream",
-                shown(stream),
-                shown(request.gatewayId),
+                _Shown(stream),
+                _Shown(request.gatewayId),
                 context.peer(),
             )
             await context.abort(grpc.StatusCode.UNAVAILABLE, _no_such_stream(stream))
@@ -406,8 +406,8 @@ class ReferenceServer:
             fleet.call_started(gateway, who[1], stream, digest)
         logger.info(
             "GetUpdates stream=%s gatewayId=%s peer=%s mode=%s digest_matched=%s keys=%d",
-            shown(stream),
-            shown(request.gatewayId),
+            _Shown(stream),
+            _Shown(request.gatewayId),
             context.peer(),
             mode,
             matched,
@@ -436,6 +436,18 @@ class ReferenceServer:
             version = changes.version
             if fleet is not None:
                 fleet.delivered(gateway, stream, version)
+
+
+class _Shown:
+    """:func:`shown`, formatted only if the log record is emitted."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return shown(self.text)
 
 
 def _no_such_stream(stream: str) -> str:
