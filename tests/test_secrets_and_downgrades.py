@@ -165,3 +165,12 @@ def test_check_warns_tls_verification_off(tmp_path: Path) -> None:
     found = downgrades(load_config(path))
     assert any(w.startswith("plugin.x.verify = false: TLS verification is off") for w in found)
     assert any(w.startswith("plugin.x.url: ssl_cert_reqs=none") for w in found)
+
+
+def test_check_json_lists_the_warnings(tmp_path: Path) -> None:
+    path = cfg(tmp_path, {"log": {"streams": ["s"]}}, target="10.1.2.3:9443", insecure=True)
+    code, out = run_cli("check", "--json", "--config", str(path), env=env())
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["ok"] is True
+    assert [w.split(":")[0] for w in doc["warnings"]] == ["cloud.insecure"]
