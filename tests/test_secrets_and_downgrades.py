@@ -9,11 +9,13 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 
 from streamer.logs import configure_logging
 from streamer.redact import redact, redact_text
+from streamer.schema import ConfigProblems, Doc, PluginConfig, StreamNames, validate
 from streamer.sinks import TableReader
 from tests.helpers import run_cli, streamer_env, write_config
 
@@ -174,3 +176,16 @@ def test_check_json_lists_the_warnings(tmp_path: Path) -> None:
     doc = json.loads(out)
     assert doc["ok"] is True
     assert [w.split(":")[0] for w in doc["warnings"]] == ["cloud.insecure"]
+
+
+
+class _Auth(PluginConfig):
+    streams: StreamNames
+    auth_token: Annotated[str, Doc("the token", min_length=40)]
+
+
+def test_schema_errors_never_echo_a_secret_named_field() -> None:
+    with pytest.raises(ConfigProblems) as info:
+        validate(_Auth, {"streams": ["s"], "auth_token": SECRET}, where="plugin.x")
+    text = "\n".join(str(p) for p in info.value.problems)
+    assert "plugin.x.auth_token" in text and SECRET not in text and "***" in text

@@ -36,6 +36,7 @@ import msgspec
 from msgspec import Meta
 
 from streamer.config import _show
+from streamer.redact import MASK, is_secret_key
 
 __all__ = [
     "ConfigProblems",
@@ -223,6 +224,8 @@ def _problem(where: str, key: str, value: object, hint: Any, message: str) -> Fi
         f"matching regex {_PRINTABLE!r}", "without control characters"
     )
     got = _at(value, sub_path)
+    if is_secret_key(key) or is_secret_key(sub_path):
+        got = MASK  # a secret-named field's value is never echoed (streamer.redact)
     choices = _choices(hint)
     if choices is not None and message.startswith("Invalid enum value"):
         expected = "one of " + ", ".join(repr(c) for c in choices)
