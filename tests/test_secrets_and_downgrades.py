@@ -189,3 +189,12 @@ def test_schema_errors_never_echo_a_secret_named_field() -> None:
         validate(_Auth, {"streams": ["s"], "auth_token": SECRET}, where="plugin.x")
     text = "\n".join(str(p) for p in info.value.problems)
     assert "plugin.x.auth_token" in text and SECRET not in text and "***" in text
+
+
+def test_run_logs_the_downgrades_it_starts_with(tmp_path: Path) -> None:
+    # A plugin that is not installed stops the host at load, after the downgrades are logged.
+    path = cfg(tmp_path, {"nosuchplugin": {"streams": ["s"]}}, target="10.1.2.3:9443",
+               insecure=True)  # fmt: skip
+    code, out = run_cli("run", "--config", str(path), env=env())
+    assert code == 2, out
+    assert "WARNING streamer.host: security downgrade: cloud.insecure: plaintext" in out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -199,8 +200,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from streamer.checks import LoadFailed
     from streamer.connection import RegistryError
+    from streamer.downgrades import downgrades
     from streamer.host import Host
 
+    for warning in downgrades(config):  # what `streamer check` warns about, in the journal too
+        logging.getLogger("streamer.host").warning("security downgrade: %s", warning)
     host = Host(config, reload_config=lambda: load_config(path))
     try:
         return asyncio.run(host.run())
