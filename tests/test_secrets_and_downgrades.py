@@ -71,9 +71,10 @@ def test_sink_kit_config_errors_never_echo_a_secret() -> None:
     assert SECRET not in str(info.value) and "redis:/:***@h" in str(info.value)
 
 
-def test_log_lines_are_redacted() -> None:
+@pytest.mark.parametrize("fmt", ["human", "json"])
+def test_log_lines_are_redacted(fmt: str) -> None:
     out = io.StringIO()
-    configure_logging("INFO", "human", out)
+    configure_logging("INFO", fmt, out)
     try:
         logging.getLogger("streamer.test").warning("cannot reach redis://:%s@h:6379", SECRET)
         try:
