@@ -18,6 +18,7 @@ from streamer_files import (
     create_listeners,
     filename_to_key,
     key_to_filename,
+    read_snapshot,
     read_stream,
     stream_path,
 )
@@ -46,7 +47,9 @@ def test_listeners_per_stream_contract_and_entry_point(root: Path) -> None:
         assert all(listener_problems(lst) == [] for lst in listeners)
         assert not root.exists()  # the factory touches nothing (`streamer check` calls it)
         assert _digest(listeners[0]) == EMPTY_DIGEST
-        assert (root / "a" / "current").is_symlink() and not (root / "b").exists()
+        assert sorted(os.listdir(root / "a")) == [".lock", "current", "journal"]
+        assert (root / "a" / "current").is_dir() and not (root / "a" / "current").is_symlink()
+        assert not (root / "b").exists()
     finally:
         for lst in listeners:
             lst.close()
@@ -162,46 +165,158 @@ def test_names_this_plugin_never_writes_are_not_decoded(name: str) -> None:
     assert filename_to_key(name) is None
 
 
-def test_unchanged_values_are_linked_not_rewritten(root: Path) -> None:
+def test_unchanged_values_are_not_rewritten_and_a_no_op_touches_nothing(root: Path) -> None:
     lst = _one(root)
     lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
-    inode_a = os.stat(lst.store.live_dir / "a").st_ino
-    target = os.readlink(stream_path(root, "s") / "current")
+    base = stream_path(root, "s")
+    before_a = os.stat(lst.store.live_dir / "a")
+    journal = os.stat(base / "journal")
     lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))  # identical snapshot: no-op
-    assert os.readlink(stream_path(root, "s") / "current") == target
+    assert os.stat(base / "journal") == journal and lst.store.seq == 1
     lst.update(_batch({"a": b"1", "b": b"3"}, resync=True))
-    assert os.readlink(stream_path(root, "s") / "current") != target
-    assert os.stat(lst.store.live_dir / "a").st_ino == inode_a
-    assert sorted(os.listdir(stream_path(root, "s"))) == [".lock", "current", "g-2"]
+    after_a = os.stat(lst.store.live_dir / "a")
+    assert (after_a.st_ino, after_a.st_ctime_ns) == (before_a.st_ino, before_a.st_ctime_ns)
+    assert lst.store.seq == 2
+    assert sorted(os.listdir(base)) == [".lock", "current", "journal"]
     lst.close()
 
 
-def test_a_failed_batch_leaves_the_old_state_and_the_next_one_succeeds(
+def test_a_one_key_batch_touches_only_that_key(root: Path) -> None:
+    """O(changed): no other file of a 2,000-key stream is linked, rewritten or even chmod-ed."""
+    lst = _one(root)
+    lst.update(_batch({f"k{i}": b"v%d" % i for i in range(2000)}, resync=True))
+    live = lst.store.live_dir
+    before = {n: os.stat(live / n) for n in os.listdir(live)}
+    journal_size = os.stat(stream_path(root, "s") / "journal").st_size
+    lst.update(_batch({"k7": b"new"}))
+    after = {n: os.stat(live / n) for n in os.listdir(live)}
+    changed = {
+        n
+        for n in before
+        if (before[n].st_ino, before[n].st_ctime_ns) != (after[n].st_ino, after[n].st_ctime_ns)
+    }
+    assert changed == {"k7"} and after.keys() == before.keys()
+    grown = os.stat(stream_path(root, "s") / "journal").st_size - journal_size
+    assert 0 < grown < 100  # one small record, whatever the stream's size
+    assert read_stream(root, "s")["k7"] == b"new"
+    lst.close()
+
+
+def test_a_failed_journal_flush_leaves_the_old_state_and_the_next_batch_succeeds(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lst = _one(root)
     lst.update(_batch({"a": b"1", "b": b"2"}, resync=True))
     before = _digest(lst)
-    real_fsync = os.fsync
-    calls = 0
+    journal = stream_path(root, "s") / "journal"
+    size = journal.stat().st_size
 
-    def failing_fsync(fd: int) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_fsync(fd)
+    def failing_fdatasync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
     with pytest.raises(OSError, match="No space"):
         lst.update(_batch({"a": b"x", "c": b"3"}))
-    monkeypatch.setattr(os, "fsync", real_fsync)
+    monkeypatch.undo()
+    assert journal.stat().st_size == size  # the record was withdrawn
     assert read_stream(root, "s") == {"a": b"1", "b": b"2"}
     assert _digest(lst) == before
-    assert sorted(os.listdir(stream_path(root, "s"))) == [".lock", "current", "g-1"]
+    assert sorted(os.listdir(stream_path(root, "s"))) == [".lock", "current", "journal"]
     assert lst.update(_batch({"a": b"x", "c": b"3"})) is True
     assert read_stream(root, "s") == {"a": b"x", "b": b"2", "c": b"3"}
     lst.close()
+    reopened = _one(root)
+    assert _digest(reopened) == snapshot_digest({"a": b"x", "b": b"2", "c": b"3"}.items())
+    reopened.close()
+
+
+def test_a_batch_that_fails_after_its_commit_point_counts_and_is_completed(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failing (or killed) halfway through writing the files: readers already see the whole
+    batch (they replay the journal), and the writer finishes the files at its next call."""
+    lst = _one(root)
+    lst.update(_batch({"a": b"1", "b": b"2", "c": b"3"}, resync=True))
+    real_replace = os.replace
+    calls = 0
+
+    def failing_replace(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        real_replace(*args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="Input/output"):
+        lst.update(_batch({"a": b"A", "b": b"B", "c": b""}))
+    monkeypatch.undo()
+    expected = {"a": b"A", "b": b"B"}
+    live = lst.store.live_dir
+    on_disk = {n: (live / n).read_bytes() for n in os.listdir(live)}
+    assert on_disk != expected  # current/ holds part of the batch...
+    assert read_snapshot(root, "s") == (2, expected)  # ...and readers see all of it
+    assert _digest(lst) == snapshot_digest(expected.items())  # recovered on this call
+    assert {n: (live / n).read_bytes() for n in os.listdir(live)} == expected
+    assert lst.update(_batch({"d": b"4"})) is True
+    assert read_snapshot(root, "s") == (3, {**expected, "d": b"4"})
+    lst.close()
+
+
+def test_a_torn_journal_tail_is_a_batch_that_never_happened(root: Path) -> None:
+    lst = _one(root)
+    lst.update(_batch({"a": b"1"}, resync=True))
+    journal = stream_path(root, "s") / "journal"
+    size = journal.stat().st_size
+    lst.update(_batch({"a": b"2", "b": b"2"}))
+    live = lst.store.live_dir
+    lst.close()
+    full = journal.read_bytes()
+    # Power lost mid-append: the record is cut short, and no file had been written yet.
+    journal.write_bytes(full[: size + (len(full) - size) // 2])
+    (live / "a").write_bytes(b"1")
+    (live / "b").unlink()
+    assert read_snapshot(root, "s") == (1, {"a": b"1"})
+    reopened = _one(root)
+    assert _digest(reopened) == snapshot_digest({"a": b"1"}.items())
+    assert reopened.store.seq == 1
+    assert reopened.update(_batch({"c": b"3"})) is True
+    assert read_snapshot(root, "s") == (2, {"a": b"1", "c": b"3"})
+    reopened.close()
+
+
+def test_files_lost_with_the_power_are_restored_from_the_journal(root: Path) -> None:
+    """After a power loss, files written since the last checkpoint may be empty or missing;
+    every one of them is named by a journal record, which readers and the writer replay."""
+    lst = _one(root)
+    lst.update(_batch({"a": b"1", "b": b"2", "c": b"3"}, resync=True))
+    lst.update(_batch({"a": b"11", "c": b""}))
+    lst.close()
+    live = stream_path(root, "s") / "current"
+    (live / "a").write_bytes(b"")  # renamed in, its data never reached the disk
+    (live / "b").unlink()  # a create that was lost
+    (live / "c").write_bytes(b"3")  # an unlink that was lost
+    expected = {"a": b"11", "b": b"2"}
+    assert read_stream(root, "s") == expected
+    reopened = _one(root)
+    assert _digest(reopened) == snapshot_digest(expected.items())
+    assert sorted(os.listdir(live)) == ["a", "b"]
+    reopened.close()
+
+
+def test_checkpoints_empty_the_journal_and_keep_the_sequence(root: Path) -> None:
+    store = FileStore(root, "s", fsync=True, checkpoint_bytes=200)
+    journal = stream_path(root, "s") / "journal"
+    for i in range(1, 21):
+        assert store.apply(False, {f"k{i % 5}": b"x" * 40 + b"%d" % i}) is True
+        assert journal.stat().st_size < 200 + 100
+    assert store.seq == 20
+    expected = {f"k{i % 5}": b"x" * 40 + b"%d" % i for i in range(16, 21)}
+    assert read_snapshot(root, "s") == (20, expected)
+    store.close()
+    reopened = FileStore(root, "s")
+    assert reopened.seq == 20 and reopened.digest() == snapshot_digest(expected.items())
+    reopened.close()
 
 
 def test_leftovers_of_an_interrupted_batch_are_removed_at_open(root: Path) -> None:
@@ -209,12 +324,13 @@ def test_leftovers_of_an_interrupted_batch_are_removed_at_open(root: Path) -> No
     lst.update(_batch({"a": b"1"}, resync=True))
     lst.close()
     base = stream_path(root, "s")
-    (base / "g-7").mkdir()
+    (base / ".tmp").write_bytes(b"half-written")
+    (base / ".journal.new").write_bytes(b"half")
+    (base / "g-7").mkdir()  # the older layout's generations
     (base / "g-7" / "a").write_bytes(b"half-written")
-    os.symlink("g-7", base / ".current.tmp")
     reopened = _one(root)
     reopened.get_extra_args()  # opens the store
-    assert sorted(os.listdir(base)) == [".lock", "current", "g-1"]
+    assert sorted(os.listdir(base)) == [".lock", "current", "journal"]
     assert read_stream(root, "s") == {"a": b"1"}
     reopened.close()
 
@@ -283,7 +399,7 @@ def test_sigkill_at_random_moments_leaves_old_or_new_state(root: Path) -> None:
     base = stream_path(root, "crash")
 
     def only_the_live_generation_is_left(held: dict[str, bytes]) -> None:
-        assert sorted(os.listdir(base)) == [".lock", "current", os.readlink(base / "current")]
+        assert sorted(os.listdir(base)) == [".lock", "current", "journal"]
 
     report = sinktest.check_crash_consistency(
         "streamer_files:create_listeners",

@@ -17,12 +17,13 @@ LOGGER_NAME = "streamer.plugin.files"
 
 
 class FilesListener(MirrorListener[FileStore]):
-    """Mirrors one stream into ``<dir>/<stream>/current/``, one file per key.
+    """Mirrors one stream into ``<dir>/<stream>/current/``, one file per key (see FileStore).
 
     The directory is opened on first use (in the host's worker thread), not by the factory, so
     ``streamer check`` and ``streamer list`` neither create directories nor collide with the
-    lock of a running host; an open that fails (disk not mounted yet, another writer) raises
-    from that call and is retried by the supervisor.
+    lock of a running host; an open that fails (disk not mounted yet, another writer, an
+    unsafe stream directory) raises from that call and is retried by the supervisor, while the
+    other streams carry on.
 
     ``get_extra_args()`` sends the digest of what the directory holds, so a server that
     understands digests skips a snapshot the sink already has. ``update`` raises on a sink
@@ -30,10 +31,19 @@ class FilesListener(MirrorListener[FileStore]):
     either fully applied or not at all.
     """
 
-    def __init__(self, root: str | os.PathLike[str], stream: str, *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        stream: str,
+        *,
+        fsync: bool = True,
+        file_mode: int = 0o600,
+    ) -> None:
         self.root = Path(root)
         super().__init__(
-            stream, plugin="files", open_store=lambda: FileStore(self.root, stream, fsync=fsync)
+            stream,
+            plugin="files",
+            open_store=lambda: FileStore(self.root, stream, fsync=fsync, file_mode=file_mode),
         )
 
 
@@ -45,4 +55,7 @@ def create_listeners(config: Mapping[str, Any]) -> list[FilesListener]:
     cfg = FilesConfig.from_table(config)
     if cfg.dir.exists() and not cfg.dir.is_dir():
         raise ValueError(f"streamer-files: config key 'dir' is {str(cfg.dir)!r}, not a directory")
-    return [FilesListener(cfg.dir, stream, fsync=cfg.fsync) for stream in cfg.streams]
+    return [
+        FilesListener(cfg.dir, stream, fsync=cfg.fsync, file_mode=cfg.file_mode)
+        for stream in cfg.streams
+    ]

@@ -51,10 +51,10 @@ def sidecar_name(name: str) -> str:
 def key_to_filename(key: str) -> str:
     """The file name that holds ``key``'s value (see the module docstring)."""
     name = "".join([_ENCODE[b] for b in _raw(key)])
+    if name[:1] == ".":
+        name = "%2e" + name[1:]  # before the length check: escaping makes the name longer
     if not name or len(name) > MAX_NAME:
         return hashed_name(key)
-    if name[0] == ".":
-        name = "%2e" + name[1:]
     return name
 
 

@@ -1,20 +1,24 @@
-"""One stream's directory, changed a whole batch at a time.
+"""One stream's directory: files changed in place, one journal record per batch.
 
 Layout of ``<dir>/<encoded stream name>/``::
 
-    current -> g-41      symlink: the only thing readers follow
-    g-41/                one file per key (names from streamer_files._names)
-    .lock                flock(2)ed by the one process that writes the stream
+    current/     one file per key (names from streamer_files._names), each replaced atomically
+    journal      redo log of the batches since the last checkpoint (streamer_files._journal)
+    .lock        flock(2)ed by the one process that writes the stream
+    .tmp         the file being written (renamed into current/ when complete)
 
-A batch never touches the live generation. It builds ``g-42`` beside it: files whose value is
-unchanged are hard-linked from ``g-41`` (no data is copied or rewritten), new and changed values
-are written and fsynced, the directory is fsynced, and then a new symlink is renamed over
-``current``. That rename is the commit point: a process killed at any instant leaves ``current``
-on either the old or the new generation, both complete; whatever else is left over is removed
-at the next open. Readers that resolve ``current`` once see one consistent snapshot.
+A batch costs O(keys it changes): its changes are appended to ``journal`` as one record (and
+flushed with ``fdatasync`` when ``fsync`` is on); that append is the commit point. Then each
+changed key's file is written beside ``current/`` and renamed into it, and each deleted key's
+file is unlinked. A process killed at any instant leaves a journal whose valid records, replayed
+over ``current/``, give the state after the last committed batch: the writer replays them when
+it opens the stream, and readers replay them on every read (:func:`read_snapshot`). Every
+``CHECKPOINT_BYTES`` of journal, the files changed since the last checkpoint are flushed (with
+``fsync`` on) and the journal is replaced by an empty one.
 
-A batch that changes nothing (the common case when a cloud re-sends an identical snapshot on
-every poll) touches nothing on disk.
+A batch that changes nothing touches nothing on disk. Every path is opened relative to a
+directory fd with ``O_NOFOLLOW`` (streamer_files._fs): the only symlink ever followed is the
+``current -> g-N`` link of the older layout, once, to migrate it.
 """
 
 from __future__ import annotations
@@ -26,12 +30,29 @@ import hashlib
 import logging
 import os
 import re
-import shutil
+import stat
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 from streamer.digest import Digester
+from streamer_files._fs import (
+    DIR_FLAGS,
+    UnsafeDirectoryError,
+    dir_mode_for,
+    fsync_name,
+    open_private_dir,
+    read_fd,
+    read_name,
+    remove_flat_dir,
+    write_name,
+)
+from streamer_files._journal import (
+    encode_header,
+    encode_record,
+    parse,
+)
 from streamer_files._names import (
     filename_to_key,
     is_hashed_name,
@@ -39,18 +60,43 @@ from streamer_files._names import (
     sidecar_name,
 )
 
-__all__ = ["FileStore", "StoreLockedError", "read_stream", "stream_path"]
+__all__ = [
+    "CHECKPOINT_BYTES",
+    "FileStore",
+    "Snapshot",
+    "StoreLockedError",
+    "UnsafeDirectoryError",
+    "read_snapshot",
+    "read_stream",
+    "stream_path",
+]
 
 _log = logging.getLogger("streamer.plugin.files")
 
+CHECKPOINT_BYTES = 1 << 20
+"""Journal size after which the writer checkpoints (and readers replay at most about this)."""
+
 _CURRENT = "current"
-_CURRENT_TMP = ".current.tmp"
+_JOURNAL = "journal"
+_JOURNAL_NEW = ".journal.new"
 _LOCK = ".lock"
+_TMP = ".tmp"
+_OLD_CURRENT = ".old-current"  # the older layout's symlink, while it is being migrated
+_OLD_CURRENT_TMP = ".current.tmp"
 _GEN = re.compile(r"g-([0-9]{1,18})")
 
 
 class StoreLockedError(RuntimeError):
     """Another process (or another listener in this one) already writes this stream."""
+
+
+class Snapshot(NamedTuple):
+    """What a stream holds: ``seq`` is the number of the last batch applied (0 for none, and it
+    only grows: every batch that changed something got the next number), ``data`` is
+    ``{key: value}``."""
+
+    seq: int
+    data: dict[str, bytes]
 
 
 class _Entry(NamedTuple):
@@ -63,98 +109,223 @@ def _fingerprint(value: bytes) -> bytes:
 
 
 def stream_path(root: str | os.PathLike[str], stream: str) -> Path:
-    """The directory that holds ``stream`` under ``root``; its live data is ``<that>/current``."""
+    """The directory that holds ``stream`` under ``root``; its files are in ``<that>/current``."""
     return Path(root) / key_to_filename(stream)
 
 
-def _gen_name(gen: int) -> str:
-    return f"g-{gen}"
+# --- reading ------------------------------------------------------------------------------
 
 
-def _read(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _iter_generation(gen_dir: Path) -> Iterator[tuple[str, str, bytes]]:
-    """(key, file name, value) for every key file in one generation directory."""
-    for name in sorted(os.listdir(gen_dir)):
-        if name.startswith("."):
+def _scan(dir_fd: int, shown: str) -> Iterator[tuple[str, str, int]]:
+    """(key, file name, fd open for reading) for every key file in ``dir_fd``; the caller
+    closes the fd. Files that vanish while being listed are skipped (a journal record that
+    the caller replays afterwards covers them)."""
+    for name in sorted(os.listdir(dir_fd)):
+        if name[0] == ".":
             continue
         if is_hashed_name(name):
             try:
-                key = _read(gen_dir / sidecar_name(name)).decode("utf-8", "surrogatepass")
+                key = read_name(dir_fd, sidecar_name(name)).decode("utf-8", "surrogatepass")
+            except FileNotFoundError:
+                continue
             except (OSError, UnicodeDecodeError) as exc:
                 _log.warning(
-                    "%s: ignoring %s: its key sidecar is unreadable (%s)", gen_dir, name, exc
+                    "%s: ignoring %s: its key sidecar is unreadable (%s)", shown, name, exc
                 )
                 continue
             if key_to_filename(key) != name:
-                _log.warning("%s: ignoring %s: its sidecar names another key", gen_dir, name)
+                _log.warning("%s: ignoring %s: its sidecar names another key", shown, name)
                 continue
         else:
             decoded = filename_to_key(name)
             if decoded is None:
-                _log.warning("%s: ignoring %s: not a name this plugin writes", gen_dir, name)
+                _log.warning("%s: ignoring %s: not a name this plugin writes", shown, name)
                 continue
             key = decoded
-        yield key, name, _read(gen_dir / name)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # ELOOP: a symlink this plugin never makes; never followed
+            _log.warning("%s: ignoring %s: %s", shown, name, exc.strerror)
+            continue
+        yield key, name, fd
+
+
+def _read_dir(dir_fd: int, shown: str) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for key, _name, fd in _scan(dir_fd, shown):
+        try:
+            out[key] = read_fd(fd)
+        finally:
+            os.close(fd)
+    return out
+
+
+def _read_old_layout(stream_fd: int, shown: str) -> Snapshot | None:
+    """The snapshot of a stream still in the older ``current -> g-N`` layout, or None."""
+    for link in (_CURRENT, _OLD_CURRENT):
+        try:
+            target = os.readlink(link, dir_fd=stream_fd)
+        except OSError:
+            continue
+        if not _GEN.fullmatch(target):
+            return None
+        try:
+            gen_fd = os.open(target, DIR_FLAGS, dir_fd=stream_fd)
+        except FileNotFoundError:
+            return None
+        try:
+            return Snapshot(0, _read_dir(gen_fd, f"{shown}/{target}"))
+        finally:
+            os.close(gen_fd)
+    return None
+
+
+def _read_once(stream_fd: int, shown: str) -> Snapshot | None:
+    """One attempt of :func:`read_snapshot`; None when a checkpoint raced it."""
+    try:
+        jfd = os.open(_JOURNAL, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=stream_fd)
+    except FileNotFoundError:
+        old = _read_old_layout(stream_fd, shown)
+        if old is not None:
+            return old
+        try:
+            os.stat(_CURRENT, dir_fd=stream_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return Snapshot(0, {})  # never written
+        return None  # being set up or migrated by the writer right now: try again
+    try:
+        ino = os.fstat(jfd).st_ino
+        try:
+            cur_fd = os.open(_CURRENT, DIR_FLAGS, dir_fd=stream_fd)
+        except FileNotFoundError:
+            return None
+        try:
+            data = _read_dir(cur_fd, f"{shown}/{_CURRENT}")
+        finally:
+            os.close(cur_fd)
+        journal = parse(read_fd(jfd))  # read after the files: covers whatever they showed
+        if os.stat(_JOURNAL, dir_fd=stream_fd, follow_symlinks=False).st_ino != ino:
+            return None  # checkpointed meanwhile: the files may mix two journals' batches
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(jfd)
+    for _seq, changes in journal.records:
+        for key, value in changes.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+    return Snapshot(journal.seq, data)
+
+
+def read_snapshot(root: str | os.PathLike[str], stream: str) -> Snapshot:
+    """A consistent snapshot of what the sink holds for ``stream`` and its batch number.
+
+    This is the reader side of the journal contract (README, "Reading"): list and read
+    ``current/``, then read ``journal`` through the fd opened before, replay its valid records
+    over what was read, and start again if ``journal`` was replaced (checkpointed) meanwhile.
+    Safe while the writer runs, and after it was killed or lost power. Never follows a symlink
+    below ``root``.
+    """
+    base = stream_path(root, stream)
+    shown = str(base)
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Snapshot(0, {})
+    try:
+        try:
+            stream_fd = os.open(base.name, DIR_FLAGS, dir_fd=root_fd)
+        except FileNotFoundError:
+            return Snapshot(0, {})
+    finally:
+        os.close(root_fd)
+    try:
+        for attempt in range(200):
+            snap = _read_once(stream_fd, shown)
+            if snap is not None:
+                return snap
+            time.sleep(min(0.001 * attempt, 0.05))
+    finally:
+        os.close(stream_fd)
+    raise RuntimeError(f"{shown}: the stream kept changing while it was being read")
 
 
 def read_stream(root: str | os.PathLike[str], stream: str) -> dict[str, bytes]:
-    """A consistent snapshot of what the sink holds for ``stream`` (for readers and tests).
-
-    Resolves ``current`` once and reads that generation; if the writer retires it meanwhile,
-    starts again on the new one.
-    """
-    base = stream_path(root, stream)
-    for _ in range(100):
-        try:
-            gen_dir = base / os.readlink(base / _CURRENT)
-        except FileNotFoundError:
-            return {}
-        try:
-            return {key: value for key, _name, value in _iter_generation(gen_dir)}
-        except FileNotFoundError:
-            continue
-    raise RuntimeError(f"{base}: the generation kept changing while it was being read")
+    """``{key: value}`` of :func:`read_snapshot` (for readers and tests)."""
+    return read_snapshot(root, stream).data
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+# --- writing ------------------------------------------------------------------------------
+
+
+def _open_root(root: Path) -> int:
+    """The root directory (the operator's path: a symlink there is followed), created 0700."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"streamer-files: root directory {str(root)!r}: {exc.strerror}"
+        ) from exc
 
 
 class FileStore:
     """The directory of one stream, its in-memory index and its digest.
 
     Not thread-safe: the listener serialises calls. One process at a time may open a stream's
-    directory; a second open raises :class:`StoreLockedError`.
+    directory; a second open raises :class:`StoreLockedError`. A stream directory that is a
+    symlink, another user's or writable by others raises :class:`UnsafeDirectoryError`.
+    Files are created with ``file_mode`` (0600 or 0640) and directories with the matching
+    0700 / 0750, whatever the umask.
     """
 
-    def __init__(self, root: str | os.PathLike[str], stream: str, *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        stream: str,
+        *,
+        fsync: bool = True,
+        file_mode: int = 0o600,
+        checkpoint_bytes: int = CHECKPOINT_BYTES,
+    ) -> None:
+        if file_mode & ~0o640 or file_mode & 0o600 != 0o600:
+            raise ValueError(f"file_mode {file_mode:04o}: only 0600 and 0640 are allowed")
         self.stream = stream
         self.path = stream_path(root, stream)
+        self._shown = str(self.path)
         self._fsync = fsync
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock_fd: int | None = self._lock()
+        self._file_mode = file_mode
+        self._dir_mode = dir_mode_for(file_mode)
+        self._checkpoint_bytes = checkpoint_bytes
+        self._fds: list[int] = []
+        self._lock_fd: int | None = None
+        self._index: dict[str, _Entry] = {}
+        self._digester = Digester()
+        self._seq = 0
+        self._journal_fd = -1
+        self._journal_size = 0
+        self._dirty: set[str] = set()
+        self._needs_recovery = False
         try:
-            self._gen = self._recover()
-            self._index: dict[str, _Entry] = {}
-            self._digester = Digester()
-            for key, name, value in _iter_generation(self._gen_dir(self._gen)):
-                self._index[key] = _Entry(name, _fingerprint(value))
-                self._digester.add(key, value)
+            root_fd = _open_root(Path(root))
+            try:
+                self._dir_fd = open_private_dir(
+                    root_fd, self.path.name, self._shown, self._dir_mode
+                )
+            finally:
+                os.close(root_fd)
+            self._fds.append(self._dir_fd)
+            self._lock_fd = self._lock()
+            self._migrate_old_layout()
+            self._cur_fd = open_private_dir(
+                self._dir_fd, _CURRENT, f"{self._shown}/{_CURRENT}", self._dir_mode
+            )
+            self._fds.append(self._cur_fd)
+            self._recover()
         except BaseException:
             self.close()
             raise
@@ -163,14 +334,21 @@ class FileStore:
 
     @property
     def live_dir(self) -> Path:
-        """The generation directory ``current`` points at."""
-        return self._gen_dir(self._gen)
+        """The directory that holds one file per key (``<stream dir>/current``)."""
+        return self.path / _CURRENT
+
+    @property
+    def seq(self) -> int:
+        """The number of the last batch applied (see :class:`Snapshot`)."""
+        return self._seq
 
     def digest(self) -> str:
         """:func:`streamer.digest.snapshot_digest` of what the sink holds."""
+        self._ready()
         return self._digester.hexdigest()
 
     def keys(self) -> set[str]:
+        self._ready()
         return set(self._index)
 
     def apply(self, resync: bool, changes: Mapping[str, bytes]) -> bool:
@@ -179,135 +357,273 @@ class FileStore:
         ``resync``: ``changes`` is the whole new content. Otherwise each item sets a key, and an
         empty value deletes it.
         """
-        if self._lock_fd is None:
-            raise RuntimeError(f"{self.path}: the store is closed")
-        writes: dict[str, bytes] = {}
+        self._ready()
+        index = self._index
+        sets: dict[str, bytes] = {}
         drops: list[str] = []
         for key, value in changes.items():
-            old = self._index.get(key)
+            old = index.get(key)
             if not resync and not value:
                 if old is not None:
                     drops.append(key)
             elif old is None or old.fingerprint != _fingerprint(value):
-                writes[key] = value
+                sets[key] = value
         if resync:
-            drops.extend(k for k in self._index if k not in changes)
-        if not writes and not drops:
+            drops.extend(k for k in index if k not in changes)
+        if not sets and not drops:
             return False
-        self._commit(writes, drops)
+        cur = self._cur_fd
+        gone = {
+            k: read_name(cur, index[k].name) for k in (*drops, *(k for k in sets if k in index))
+        }
+        self._append(encode_record(self._seq + 1, sets, drops))  # the commit point
+        self._seq += 1
+        names: dict[str, str] = {}
+        for key in drops:
+            names[key] = index.pop(key).name
+        for key, value in sets.items():
+            names[key] = name = key_to_filename(key)
+            index[key] = _Entry(name, _fingerprint(value))
+        for key, value in gone.items():
+            self._digester.remove(key, value)
+        for key, value in sets.items():
+            self._digester.add(key, value)
+        try:
+            self._materialise(sets, {k: names[k] for k in drops})
+            if self._journal_size >= self._checkpoint_bytes:
+                self._checkpoint()
+        except BaseException:
+            self._needs_recovery = True  # committed: the next call replays the journal
+            raise
         return True
 
     def close(self) -> None:
+        fds, self._fds = self._fds, []
+        if self._journal_fd >= 0:
+            fds.append(self._journal_fd)
+            self._journal_fd = -1
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
     # --- internals ----------------------------------------------------------------------
 
-    def _gen_dir(self, gen: int) -> Path:
-        return self.path / _gen_name(gen)
+    def _ready(self) -> None:
+        if self._lock_fd is None:
+            raise RuntimeError(f"{self._shown}: the store is closed")
+        if self._needs_recovery:
+            self._recover()
 
     def _lock(self) -> int:
-        fd = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(
+            _LOCK,
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            self._file_mode,
+            dir_fd=self._dir_fd,
+        )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.fchmod(fd, self._file_mode)
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise StoreLockedError(
-                    f"{self.path} (stream {self.stream!r}) is already written by another "
+                    f"{self._shown} (stream {self.stream!r}) is already written by another "
                     "streamer-files listener; each stream directory has exactly one writer"
                 ) from exc
             raise
         return fd
 
-    def _recover(self) -> int:
-        """Find the live generation (creating an empty one at first use); drop leftovers."""
-        gen: int | None = None
+    def _append(self, record: bytes) -> None:
+        """Append one record to the journal (flushed with ``fsync``); undo a partial append."""
+        fd, end = self._journal_fd, self._journal_size
         try:
-            target = os.readlink(self.path / _CURRENT)
-        except FileNotFoundError:
-            target = None
-        if target is not None:
-            match = _GEN.fullmatch(target)
-            if match and (self.path / target).is_dir():
-                gen = int(match.group(1))
-            else:
-                _log.error(
-                    "%s: 'current' points at %r, which is not a generation; starting empty "
-                    "(the next snapshot refills it)",
-                    self.path,
-                    target,
-                )
-        for name in os.listdir(self.path):
-            match = _GEN.fullmatch(name)
-            if name == _CURRENT_TMP or (match and (gen is None or int(match.group(1)) != gen)):
-                _remove(self.path / name)  # an interrupted batch or an unretired generation
-        if gen is None:
-            gen = 0
-            os.mkdir(self._gen_dir(gen))
-            self._swap(gen)
-        return gen
-
-    def _swap(self, gen: int) -> None:
-        """Point ``current`` at generation ``gen``: the commit point of a batch."""
-        tmp = self.path / _CURRENT_TMP
-        tmp.unlink(missing_ok=True)
-        if self._fsync:
-            _fsync_dir(self._gen_dir(gen))
-        os.symlink(_gen_name(gen), tmp)
-        os.replace(tmp, self.path / _CURRENT)
-
-    def _write(self, path: Path, data: bytes) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(data)
+            view = memoryview(record)
             while view:
                 view = view[os.write(fd, view) :]
             if self._fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _commit(self, writes: dict[str, bytes], drops: list[str]) -> None:
-        old_gen, new_gen = self._gen, self._gen + 1
-        old_dir, new_dir = self._gen_dir(old_gen), self._gen_dir(new_gen)
-        _remove(new_dir)  # left by a batch that failed earlier in this process
-        os.mkdir(new_dir)
-        try:
-            replaced = [k for k in writes if k in self._index]
-            gone = {k: _read(old_dir / self._index[k].name) for k in (*drops, *replaced)}
-            skip = set(drops).union(writes)
-            index: dict[str, _Entry] = {}
-            for key, entry in self._index.items():
-                if key in skip:
-                    continue
-                os.link(old_dir / entry.name, new_dir / entry.name)
-                if entry.name[0] == "~":
-                    side = sidecar_name(entry.name)
-                    os.link(old_dir / side, new_dir / side)
-                index[key] = entry
-            for key, value in writes.items():
-                name = key_to_filename(key)
-                self._write(new_dir / name, value)
-                if name[0] == "~":
-                    self._write(new_dir / sidecar_name(name), key.encode("utf-8", "surrogatepass"))
-                index[key] = _Entry(name, _fingerprint(value))
-            self._swap(new_gen)
+                os.fdatasync(fd)
         except BaseException:
-            for leftover in (self.path / _CURRENT_TMP, new_dir):
-                with contextlib.suppress(OSError):
-                    _remove(leftover)
+            try:
+                os.ftruncate(fd, end)
+            except OSError:
+                self._needs_recovery = True  # the journal decides what was applied
             raise
-        # Committed: memory follows disk before anything else can fail.
-        self._gen, self._index = new_gen, index
-        for key, value in gone.items():
-            self._digester.remove(key, value)
-        for key, value in writes.items():
-            self._digester.add(key, value)
+        self._journal_size = end + len(record)
+
+    def _write_key_file(self, name: str, data: bytes) -> None:
+        write_name(self._dir_fd, _TMP, data, self._file_mode)
+        os.replace(_TMP, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._cur_fd)
+        self._dirty.add(name)
+
+    def _materialise(self, sets: Mapping[str, bytes], drops: Mapping[str, str]) -> None:
+        """Make ``current/`` hold what the committed changes say (idempotent)."""
+        cur = self._cur_fd
+        for name in drops.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=cur)
+            if name[0] == "~":
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(sidecar_name(name), dir_fd=cur)
+            self._dirty.add(name)
+        for key, value in sets.items():
+            name = key_to_filename(key)
+            if name[0] == "~":
+                self._write_key_file(sidecar_name(name), key.encode("utf-8", "surrogatepass"))
+            self._write_key_file(name, value)
+
+    def _checkpoint(self) -> None:
+        """Flush what the journal covers into ``current/`` and start an empty journal."""
         if self._fsync:
-            _fsync_dir(self.path)
+            for name in self._dirty:  # sidecars included: they are written the same way
+                fsync_name(self._cur_fd, name)
+            os.fsync(self._cur_fd)
+        write_name(
+            self._dir_fd, _JOURNAL_NEW, encode_header(self._seq), self._file_mode, self._fsync
+        )
+        os.replace(_JOURNAL_NEW, _JOURNAL, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        if self._fsync:
+            os.fsync(self._dir_fd)
+        self._dirty.clear()
+        self._open_journal()
+
+    def _open_journal(self) -> None:
+        if self._journal_fd >= 0:
+            os.close(self._journal_fd)
+            self._journal_fd = -1
+        fd = os.open(
+            _JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd
+        )
+        self._journal_fd = fd
+        self._journal_size = os.fstat(fd).st_size
+
+    def _recover(self) -> None:
+        """Rebuild the index from disk: replay the journal over ``current/``, then checkpoint.
+
+        Runs at open and after a batch failed past its commit point. O(keys held).
+        """
+        self._needs_recovery = True
+        if self._journal_fd >= 0:
+            os.close(self._journal_fd)
+            self._journal_fd = -1
+        for leftover in (_TMP, _JOURNAL_NEW, _OLD_CURRENT_TMP):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover, dir_fd=self._dir_fd)
         try:
-            shutil.rmtree(old_dir)
-        except OSError as exc:  # harmless: removed at the next open
-            _log.warning("%s: could not remove the retired %s: %s", self.path, old_dir.name, exc)
+            raw = read_name(self._dir_fd, _JOURNAL)
+        except FileNotFoundError:
+            raw = None
+        if raw is None:
+            base, records, valid = 0, [], 0
+        else:
+            try:
+                journal = parse(raw)
+            except ValueError as exc:
+                raise OSError(
+                    errno.EINVAL, f"{self._shown}/{_JOURNAL} is not a streamer-files journal: {exc}"
+                ) from exc
+            base, records, valid = journal.base, journal.records, journal.valid_size
+            if valid < len(raw):
+                _log.warning(
+                    "%s/%s: dropping %d bytes of an interrupted append (a batch that never "
+                    "committed)",
+                    self._shown,
+                    _JOURNAL,
+                    len(raw) - valid,
+                )
+        final: dict[str, bytes | None] = {}
+        for _seq, changes in records:
+            final.update(changes)
+        self._dirty = set()
+        self._materialise(
+            {k: v for k, v in final.items() if v is not None},
+            {k: key_to_filename(k) for k, v in final.items() if v is None},
+        )
+        self._index, self._digester = {}, Digester()
+        self._fix_modes_and_index()
+        self._seq = records[-1][0] if records else base
+        if raw is None or records or valid < len(raw):
+            self._checkpoint()
+        else:
+            self._open_journal()
+        self._needs_recovery = False
+
+    def _fix_modes_and_index(self) -> None:
+        mode = self._file_mode
+        for key, name, fd in _scan(self._cur_fd, f"{self._shown}/{_CURRENT}"):
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    _log.warning(
+                        "%s/%s: ignoring %s: not a regular file", self._shown, _CURRENT, name
+                    )
+                    continue
+                if stat.S_IMODE(st.st_mode) != mode:
+                    os.fchmod(fd, mode)
+                value = read_fd(fd)
+            finally:
+                os.close(fd)
+            self._index[key] = _Entry(name, _fingerprint(value))
+            self._digester.add(key, value)
+        for name in os.listdir(self._cur_fd):  # sidecars
+            if name[0] == "." and name.endswith(".key"):
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._cur_fd)
+                try:
+                    if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+                        os.fchmod(fd, mode)
+                finally:
+                    os.close(fd)
+
+    def _migrate_old_layout(self) -> None:
+        """Turn the older ``current -> g-N`` layout into ``current/`` (crash-safe, once)."""
+        d = self._dir_fd
+        link: str | None = None
+        for candidate in (_OLD_CURRENT, _CURRENT):
+            try:
+                st = os.stat(candidate, dir_fd=d, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                link = candidate
+                break
+        if link is not None:
+            target = os.readlink(link, dir_fd=d)
+            if link == _CURRENT:
+                os.replace(_CURRENT, _OLD_CURRENT, src_dir_fd=d, dst_dir_fd=d)
+            current_is_dir = False
+            with contextlib.suppress(FileNotFoundError):
+                current_is_dir = stat.S_ISDIR(
+                    os.stat(_CURRENT, dir_fd=d, follow_symlinks=False).st_mode
+                )
+            if not current_is_dir:
+                if _GEN.fullmatch(target) and self._is_real_dir(target):
+                    os.rename(target, _CURRENT, src_dir_fd=d, dst_dir_fd=d)
+                    _log.info("%s: moved %s to current/ (the journal layout)", self._shown, target)
+                else:
+                    _log.error(
+                        "%s: 'current' points at %r, which is not a generation; starting empty "
+                        "(the next snapshot refills it)",
+                        self._shown,
+                        target,
+                    )
+            if self._fsync:
+                os.fsync(d)
+            os.unlink(_OLD_CURRENT, dir_fd=d)
+        for name in os.listdir(d):
+            if _GEN.fullmatch(name) or name == _OLD_CURRENT_TMP:
+                try:
+                    if self._is_real_dir(name):
+                        remove_flat_dir(d, name)
+                    else:
+                        os.unlink(name, dir_fd=d)
+                except OSError as exc:
+                    _log.warning("%s: could not remove the retired %s: %s", self._shown, name, exc)
+
+    def _is_real_dir(self, name: str) -> bool:
+        try:
+            return stat.S_ISDIR(os.stat(name, dir_fd=self._dir_fd, follow_symlinks=False).st_mode)
+        except FileNotFoundError:
+            return False
