@@ -33,6 +33,7 @@ import re
 import stat
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -80,7 +81,9 @@ _CURRENT = "current"
 _JOURNAL = "journal"
 _JOURNAL_NEW = ".journal.new"
 _LOCK = ".lock"
-_TMP = ".tmp"
+_TMP = ".tmp"  # also .tmp-0 ... .tmp-15 for large batches
+_PARALLEL_FROM = 256
+_WRITERS = 16
 _OLD_CURRENT = ".old-current"  # the older layout's symlink, while it is being migrated
 _OLD_CURRENT_TMP = ".current.tmp"
 _GEN = re.compile(r"g-([0-9]{1,18})")
@@ -378,18 +381,18 @@ class FileStore:
         }
         self._append(encode_record(self._seq + 1, sets, drops))  # the commit point
         self._seq += 1
-        names: dict[str, str] = {}
-        for key in drops:
-            names[key] = index.pop(key).name
+        dropped = [index.pop(key).name for key in drops]
+        writes = []
         for key, value in sets.items():
-            names[key] = name = key_to_filename(key)
+            name = key_to_filename(key)
+            writes.append((name, key, value))
             index[key] = _Entry(name, _fingerprint(value))
         for key, value in gone.items():
             self._digester.remove(key, value)
         for key, value in sets.items():
             self._digester.add(key, value)
         try:
-            self._materialise(sets, {k: names[k] for k in drops})
+            self._materialise(writes, dropped)
             if self._journal_size >= self._checkpoint_bytes:
                 self._checkpoint()
         except BaseException:
@@ -454,32 +457,62 @@ class FileStore:
             raise
         self._journal_size = end + len(record)
 
-    def _write_key_file(self, name: str, data: bytes) -> None:
-        write_name(self._dir_fd, _TMP, data, self._file_mode)
-        os.replace(_TMP, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._cur_fd)
-        self._dirty.add(name)
+    def _write_key_file(self, name: str, data: bytes, tmp: str) -> None:
+        write_name(self._dir_fd, tmp, data, self._file_mode)
+        os.replace(tmp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._cur_fd)
 
-    def _materialise(self, sets: Mapping[str, bytes], drops: Mapping[str, str]) -> None:
-        """Make ``current/`` hold what the committed changes say (idempotent)."""
+    def _write_files(self, writes: list[tuple[str, str, bytes]], tmp: str) -> None:
+        for name, key, value in writes:
+            if name[0] == "~":
+                self._write_key_file(sidecar_name(name), key.encode("utf-8", "surrogatepass"), tmp)
+            self._write_key_file(name, value, tmp)
+
+    def _materialise(self, writes: list[tuple[str, str, bytes]], drops: list[str]) -> None:
+        """Make ``current/`` hold what committed changes say (idempotent): ``writes`` as
+        (file name, key, value), ``drops`` as file names.
+
+        Large batches are written by several threads: creating a file is mostly waiting for
+        the file system (measured on a virtual disk: ~1 ms each, ~0.1 ms with 16 at once).
+        """
         cur = self._cur_fd
-        for name in drops.values():
+        for name in drops:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=cur)
             if name[0] == "~":
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(sidecar_name(name), dir_fd=cur)
-            self._dirty.add(name)
-        for key, value in sets.items():
-            name = key_to_filename(key)
-            if name[0] == "~":
-                self._write_key_file(sidecar_name(name), key.encode("utf-8", "surrogatepass"))
-            self._write_key_file(name, value)
+        self._dirty.update(drops)
+        try:
+            if len(writes) < _PARALLEL_FROM:
+                self._write_files(writes, _TMP)
+            else:
+                with ThreadPoolExecutor(_WRITERS, thread_name_prefix="streamer-files") as pool:
+                    futures = [
+                        pool.submit(self._write_files, writes[i::_WRITERS], f"{_TMP}-{i}")
+                        for i in range(_WRITERS)
+                    ]
+                for future in futures:  # all have finished: the pool was shut down
+                    future.result()
+        finally:
+            for name, _key, _value in writes:
+                self._dirty.add(name)
+                if name[0] == "~":
+                    self._dirty.add(sidecar_name(name))
 
     def _checkpoint(self) -> None:
         """Flush what the journal covers into ``current/`` and start an empty journal."""
         if self._fsync:
-            for name in self._dirty:  # sidecars included: they are written the same way
-                fsync_name(self._cur_fd, name)
+            dirty = sorted(self._dirty)  # sidecars included: they are written the same way
+            if len(dirty) < _PARALLEL_FROM:
+                for name in dirty:
+                    fsync_name(self._cur_fd, name)
+            else:
+                with ThreadPoolExecutor(_WRITERS, thread_name_prefix="streamer-files") as pool:
+                    futures = [
+                        pool.submit(self._fsync_names, dirty[i::_WRITERS]) for i in range(_WRITERS)
+                    ]
+                for future in futures:
+                    future.result()
             os.fsync(self._cur_fd)
         write_name(
             self._dir_fd, _JOURNAL_NEW, encode_header(self._seq), self._file_mode, self._fsync
@@ -489,6 +522,10 @@ class FileStore:
             os.fsync(self._dir_fd)
         self._dirty.clear()
         self._open_journal()
+
+    def _fsync_names(self, names: list[str]) -> None:
+        for name in names:
+            fsync_name(self._cur_fd, name)
 
     def _open_journal(self) -> None:
         if self._journal_fd >= 0:
@@ -509,8 +546,8 @@ class FileStore:
         if self._journal_fd >= 0:
             os.close(self._journal_fd)
             self._journal_fd = -1
-        for leftover in (_TMP, _JOURNAL_NEW, _OLD_CURRENT_TMP):
-            with contextlib.suppress(FileNotFoundError):
+        for leftover in os.listdir(self._dir_fd):
+            if leftover.startswith(_TMP) or leftover in (_JOURNAL_NEW, _OLD_CURRENT_TMP):
                 os.unlink(leftover, dir_fd=self._dir_fd)
         try:
             raw = read_name(self._dir_fd, _JOURNAL)
@@ -539,8 +576,8 @@ class FileStore:
             final.update(changes)
         self._dirty = set()
         self._materialise(
-            {k: v for k, v in final.items() if v is not None},
-            {k: key_to_filename(k) for k, v in final.items() if v is None},
+            [(key_to_filename(k), k, v) for k, v in final.items() if v is not None],
+            [key_to_filename(k) for k, v in final.items() if v is None],
         )
         self._index, self._digester = {}, Digester()
         self._fix_modes_and_index()
