@@ -160,6 +160,29 @@ def test_names_round_trip_and_use_a_safe_alphabet(key: str) -> None:
         assert filename_to_key(name) == key
 
 
+@pytest.mark.parametrize("dots", [1, 2])
+@pytest.mark.parametrize("rest", range(194, 203))
+def test_leading_dot_keys_at_the_name_length_limit_round_trip(
+    root: Path, dots: int, rest: int
+) -> None:
+    """Issue 11: escaping the leading dot used to push a 199-200 byte name past MAX_NAME,
+    under a name the reader then rejected (the key vanished from read_stream)."""
+    key = "." * dots + "a" * rest
+    name = key_to_filename(key)
+    assert len(name) <= MAX_NAME
+    assert filename_to_key(name) == key or name.startswith("~")
+    lst = _one(root)
+    lst.update(_batch({key: b"v", "other": b"o"}, resync=True))
+    assert read_stream(root, "s") == {key: b"v", "other": b"o"}
+    lst.close()
+    reopened = _one(root)
+    assert _digest(reopened) == snapshot_digest({key: b"v", "other": b"o"}.items())
+    reopened.update(_batch({key: b""}))  # a deletion finds the file it wrote
+    assert read_stream(root, "s") == {"other": b"o"}
+    assert os.listdir(reopened.store.live_dir) == ["other"]
+    reopened.close()
+
+
 @pytest.mark.parametrize("name", ["A", "%2", "%zz", "%61", "%2E", "x%2e", ".x", "~x", "a/b", "é"])
 def test_names_this_plugin_never_writes_are_not_decoded(name: str) -> None:
     assert filename_to_key(name) is None

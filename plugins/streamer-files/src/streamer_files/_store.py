@@ -166,18 +166,19 @@ def _read_dir(dir_fd: int, shown: str) -> dict[str, bytes]:
 
 
 def _read_old_layout(stream_fd: int, shown: str) -> Snapshot | None:
-    """The snapshot of a stream still in the older ``current -> g-N`` layout, or None."""
+    """The snapshot of a stream still in the older ``current -> g-N`` layout (None if it is
+    not in that layout)."""
     for link in (_CURRENT, _OLD_CURRENT):
         try:
             target = os.readlink(link, dir_fd=stream_fd)
         except OSError:
             continue
         if not _GEN.fullmatch(target):
-            return None
+            return Snapshot(0, {})  # not a link this plugin made: never followed (nor kept)
         try:
             gen_fd = os.open(target, DIR_FLAGS, dir_fd=stream_fd)
         except FileNotFoundError:
-            return None
+            return None  # already moved to current/ by a migration
         try:
             return Snapshot(0, _read_dir(gen_fd, f"{shown}/{target}"))
         finally:
@@ -193,11 +194,20 @@ def _read_once(stream_fd: int, shown: str) -> Snapshot | None:
         old = _read_old_layout(stream_fd, shown)
         if old is not None:
             return old
+        # No journal yet: current/ is being set up or was just migrated; it holds everything.
         try:
-            os.stat(_CURRENT, dir_fd=stream_fd, follow_symlinks=False)
+            cur_fd = os.open(_CURRENT, DIR_FLAGS, dir_fd=stream_fd)
         except FileNotFoundError:
             return Snapshot(0, {})  # never written
-        return None  # being set up or migrated by the writer right now: try again
+        try:
+            data = _read_dir(cur_fd, f"{shown}/{_CURRENT}")
+        finally:
+            os.close(cur_fd)
+        try:
+            os.stat(_JOURNAL, dir_fd=stream_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return Snapshot(0, data)
+        return None  # the writer started its journal meanwhile: read again
     try:
         ino = os.fstat(jfd).st_ino
         try:
