@@ -1,4 +1,10 @@
-"""One stream's directory, changed a whole batch at a time.
+"""BASELINE for B13 and the RSS benchmark: streamer-files' store as it was before issue 17.
+
+A verbatim copy of ``plugins/streamer-files/src/streamer_files/_store.py`` at commit 03b28e3
+(one hard-linked generation per batch), kept so the benchmarks can run today's design against
+the old one in the same run. Not used by the plugin.
+
+One stream's directory, changed a whole batch at a time.
 
 Layout of ``<dir>/<encoded stream name>/``::
 
@@ -31,13 +37,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from streamer.digest import Digester
 from streamer_files._names import (
     filename_to_key,
     is_hashed_name,
     key_to_filename,
     sidecar_name,
 )
+
+from streamer.digest import Digester
 
 __all__ = ["FileStore", "StoreLockedError", "read_stream", "stream_path"]
 

@@ -1,4 +1,4 @@
-"""Run every benchmark (B1-B12) and print one table.
+"""Run every benchmark (B1-B12, B13, B13-RSS) and print one table.
 
 Each benchmark is its own script (run here in a fresh subprocess, so one benchmark's threads,
 channels and memory never leak into the next) and can be run alone; see docs/benchmarks.md.
@@ -37,13 +37,18 @@ SCRIPTS: dict[str, tuple[str, list[str]]] = {
     "B9": ("bench_sink.py", []),
     "B10": ("bench_fleet.py", ["--only", "B10"]),
     "B12": ("bench_fleet.py", ["--only", "B12"]),
+    "B13": ("bench_files.py", []),
+    "B13-RSS": ("bench_files_rss.py", []),
 }
+# Scripts that need more than the default 300 s (seconds, full run).
+TIMEOUTS = {"B13": 1200, "B13-RSS": 900}
 
 
 def run_one(bid: str, quick: bool) -> tuple[list[Row], str | None]:
     script, extra = SCRIPTS[bid]
     argv = [PYTHON, str(HERE / script), "--json", *extra, *(["--quick"] if quick else [])]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    timeout = TIMEOUTS.get(bid, 300)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         return [], f"{bid}: {script} exited {proc.returncode}\n{proc.stderr[-2000:]}"
     try:
@@ -56,7 +61,9 @@ def run_one(bid: str, quick: bool) -> tuple[list[Row], str | None]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CI-friendly smoke versions")
-    p.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated ids (B1..B12)")
+    p.add_argument(
+        "--only", default=",".join(SCRIPTS), help="comma-separated ids (B1..B12, B13, B13-RSS)"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
     ids = [i.strip().upper() for i in args.only.split(",") if i.strip()]
