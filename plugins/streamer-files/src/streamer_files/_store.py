@@ -339,8 +339,10 @@ class FileStore:
             )
             self._fds.append(self._cur_fd)
             self._recover()
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            if isinstance(exc, OSError) and exc.filename is not None:
+                raise self._named(exc) from exc
             raise
 
     # --- public -----------------------------------------------------------------------
@@ -386,10 +388,17 @@ class FileStore:
         if not sets and not drops:
             return False
         cur = self._cur_fd
-        gone = {
-            k: read_name(cur, index[k].name) for k in (*drops, *(k for k in sets if k in index))
-        }
-        self._append(encode_record(self._seq + 1, sets, drops))  # the commit point
+        try:
+            gone = {
+                k: read_name(cur, index[k].name) for k in (*drops, *(k for k in sets if k in index))
+            }
+        except OSError as exc:  # removed or broken behind the writer's back
+            self._needs_recovery = True  # the next call rebuilds the index from disk
+            raise self._named(exc) from exc
+        try:
+            self._append(encode_record(self._seq + 1, sets, drops))  # the commit point
+        except OSError as exc:
+            raise self._named(exc) from exc
         self._seq += 1
         dropped = [index.pop(key).name for key in drops]
         writes = []
@@ -405,8 +414,10 @@ class FileStore:
             self._materialise(writes, dropped)
             if self._journal_size >= self._checkpoint_bytes:
                 self._checkpoint()
-        except BaseException:
+        except BaseException as exc:
             self._needs_recovery = True  # committed: the next call replays the journal
+            if isinstance(exc, OSError):
+                raise self._named(exc) from exc
             raise
         return True
 
@@ -423,6 +434,11 @@ class FileStore:
             self._lock_fd = None
 
     # --- internals ----------------------------------------------------------------------
+
+    def _named(self, exc: OSError) -> OSError:
+        """``exc`` with the stream and the full path of the file it names in its message."""
+        what = "" if exc.filename is None else f"{exc.filename}: "
+        return OSError(exc.errno, f"{self._shown} (stream {self.stream!r}): {what}{exc.strerror}")
 
     def _ready(self) -> None:
         if self._lock_fd is None:
