@@ -46,7 +46,7 @@ def child(design: str, batches: int, base: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=base, prefix="b13rss-") as tmp:
         store = FileStore(tmp, "s", fsync=False)
         store.apply(True, {f"k{i}": b"v" * 200 for i in range(10)})
-        for i in range(WARMUP):
+        for i in range(min(WARMUP, batches)):
             store.apply(False, {f"k{i % 10}": b"w%d" % i})
         gc.collect()
         start = rss_kib()
@@ -94,7 +94,8 @@ def run(quick: bool, batches: int, pythons: list[str], base: str, baseline: bool
                 f"{grown:,} KiB",
                 f"{fmt(per_100k)} KiB per 100k (<= {TARGET_KIB} KiB)",
                 verdict(per_100k <= TARGET_KIB),
-                f"{python}: RSS {new['start']:,} -> {new['end']:,} KiB after a {WARMUP:,}-batch "
+                f"{python}: RSS {new['start']:,} -> {new['end']:,} KiB after a "
+                f"{min(WARMUP, batches):,}-batch "
                 f"warm-up; files in {base}",
             )
         )
