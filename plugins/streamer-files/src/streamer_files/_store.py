@@ -375,14 +375,18 @@ class FileStore:
         self._ready()
         index = self._index
         sets: dict[str, bytes] = {}
+        prints: dict[str, bytes] = {}
         drops: list[str] = []
         for key, value in changes.items():
             old = index.get(key)
             if not resync and not value:
                 if old is not None:
                     drops.append(key)
-            elif old is None or old.fingerprint != _fingerprint(value):
+                continue
+            fingerprint = _fingerprint(value)
+            if old is None or old.fingerprint != fingerprint:
                 sets[key] = value
+                prints[key] = fingerprint
         if resync:
             drops.extend(k for k in index if k not in changes)
         if not sets and not drops:
@@ -405,7 +409,7 @@ class FileStore:
         for key, value in sets.items():
             name = key_to_filename(key)
             writes.append((name, key, value))
-            index[key] = _Entry(name, _fingerprint(value))
+            index[key] = _Entry(name, prints[key])
         for key, value in gone.items():
             self._digester.remove(key, value)
         for key, value in sets.items():
