@@ -176,6 +176,21 @@ def test_file_mode_0640_shares_read_access_with_the_group(root: Path, loose_umas
     lst.close()
 
 
+def test_file_mode_0640_holds_under_a_strict_umask(root: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        (lst,) = create_listeners({"streams": ["s"], "dir": str(root), "file_mode": "0640"})
+        lst.update(_batch({"a": b"1"}, resync=True))
+        lst.update(_batch({"b": b"2"}))
+    finally:
+        os.umask(old)
+    base = stream_path(root, "s")
+    assert _mode(base) == 0o750
+    for path in [base / "journal", *(base / "current").iterdir()]:
+        assert _mode(path) == 0o640, path
+    lst.close()
+
+
 @pytest.mark.parametrize("mode", ["0644", "0660", "0666", "0604", "0700", "640", "rw", 0o640])
 def test_file_modes_granting_more_are_refused(mode: object) -> None:
     with pytest.raises(ValueError, match='\'file_mode\' must be "0600" or "0640"'):

@@ -22,6 +22,7 @@ __all__ = [
     "read_fd",
     "read_name",
     "remove_flat_dir",
+    "umask_keeps",
     "write_name",
 ]
 
@@ -108,11 +109,29 @@ def read_fd(fd: int) -> bytes:
         chunks.append(chunk)
 
 
-def write_name(dir_fd: int, name: str, data: bytes, mode: int, fsync: bool = False) -> None:
-    """Create or truncate ``name`` with mode ``mode`` (umask ignored) and write ``data``."""
+def umask_keeps(mode: int) -> bool:
+    """Whether this process's umask (from /proc/self/status) leaves ``mode`` as it is, so a
+    file created with it needs no ``fchmod``. False when it cannot tell. (A umask only ever
+    removes bits: if it changes later, files come out stricter, never looser.)"""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8) & mode == 0
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def write_name(
+    dir_fd: int, name: str, data: bytes, mode: int, fsync: bool = False, chmod: bool = True
+) -> None:
+    """Create or truncate ``name`` with mode ``mode`` and write ``data``; ``chmod``: set the
+    mode with ``fchmod`` too (needed unless the umask keeps ``mode``, see umask_keeps)."""
     fd = os.open(name, _WRITE_FLAGS, mode, dir_fd=dir_fd)
     try:
-        os.fchmod(fd, mode)
+        if chmod:
+            os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

@@ -47,6 +47,7 @@ from streamer_files._fs import (
     read_fd,
     read_name,
     remove_flat_dir,
+    umask_keeps,
     write_name,
 )
 from streamer_files._journal import (
@@ -313,6 +314,7 @@ class FileStore:
         self._fsync = fsync
         self._file_mode = file_mode
         self._dir_mode = dir_mode_for(file_mode)
+        self._chmod = not umask_keeps(file_mode)
         self._checkpoint_bytes = checkpoint_bytes
         self._fds: list[int] = []
         self._lock_fd: int | None = None
@@ -488,7 +490,7 @@ class FileStore:
         self._journal_size = end + len(record)
 
     def _write_key_file(self, name: str, data: bytes, tmp: str) -> None:
-        write_name(self._dir_fd, tmp, data, self._file_mode)
+        write_name(self._dir_fd, tmp, data, self._file_mode, chmod=self._chmod)
         os.replace(tmp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._cur_fd)
 
     def _write_files(self, writes: list[tuple[str, str, bytes]], tmp: str) -> None:
