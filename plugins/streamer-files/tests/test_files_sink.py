@@ -3,7 +3,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import subprocess
 import tempfile
+import time
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -343,6 +345,34 @@ def test_checkpoints_empty_the_journal_and_keep_the_sequence(root: Path) -> None
     reopened.close()
 
 
+def test_a_reader_overtaken_by_a_checkpoint_reads_again(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint between a reader's scan of current/ and its read of the journal would hide
+    the records that explain what the scan saw: the reader notices the new journal and retries."""
+    import streamer_files._store as store_module
+
+    store = FileStore(root, "s", fsync=False, checkpoint_bytes=1)  # a checkpoint every batch
+    store.apply(True, {"a": b"1", "b": b"1"})
+    real_read_fd = store_module.read_fd
+    raced = False
+
+    def read_then_race(fd: int) -> bytes:
+        nonlocal raced
+        data = real_read_fd(fd)
+        if not raced:  # the reader has read "a" of state 1; the writer moves on:
+            raced = True
+            store.apply(False, {"a": b"2"})  # recorded in the reader's journal, checkpointed
+            store.apply(False, {"a": b"3", "b": b"3"})  # recorded in the next journal only
+        return data
+
+    monkeypatch.setattr(store_module, "read_fd", read_then_race)
+    # Without the check: "a" replayed to 2 from the old journal, "b" read as 3: a mix.
+    assert read_snapshot(root, "s") == (3, {"a": b"3", "b": b"3"})
+    assert raced
+    store.close()
+
+
 def test_leftovers_of_an_interrupted_batch_are_removed_at_open(root: Path) -> None:
     lst = _one(root)
     lst.update(_batch({"a": b"1"}, resync=True))
@@ -474,3 +504,48 @@ def _crash_20000(root: Path) -> None:
         start_timeout=120,
     )
     assert sum(report.outcomes.values()) == 3
+
+
+@pytest.mark.slow
+def test_readers_see_whole_batches_while_the_writer_runs(tmp_path: Path) -> None:
+    """The reader contract under a live writer: a process flips a stream between states A and
+    B (crossing journal checkpoints) while this one reads it; every read is A or B, never a mix.
+    On tmpfs when there is one, so that batches come fast."""
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(
+        dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else tmp_path
+    ) as tmp:
+        _read_while_writing(Path(tmp) / "root")
+
+
+def _read_while_writing(root: Path) -> None:
+    states = sinktest.CrashStates(n=400, key_format="K/{i:04d}", long_every=7, value_repeat=30)
+    a, b = states.build()
+    command = sinktest.crash_child_command(
+        "streamer_files:create_listeners",
+        {"streams": ["live"], "dir": str(root), "fsync": False},
+        states,
+    )
+    journal = stream_path(root, "live") / "journal"
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    seen: dict[str, int] = {"A": 0, "B": 0}
+    seqs: list[int] = []
+    journals: set[int] = set()  # a checkpoint replaces the journal (a new inode)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == b"A"
+        start = time.monotonic()
+        while time.monotonic() - start < 2.0 or (
+            len(journals) < 3 and time.monotonic() - start < 30.0
+        ):
+            journals.add(journal.stat().st_ino)
+            seq, data = read_snapshot(root, "live")
+            assert data in (a, b), f"a read mixed two batches ({len(data)} keys, seq {seq})"
+            seen["A" if data == a else "B"] += 1
+            seqs.append(seq)
+    finally:
+        child.kill()
+        child.wait()
+    assert seen["A"] and seen["B"], seen
+    assert seqs == sorted(seqs) and seqs[-1] > seqs[0]
+    assert len(journals) >= 3, "the reads crossed no checkpoint"
