@@ -350,11 +350,11 @@ def test_a_reader_overtaken_by_a_checkpoint_reads_again(
 ) -> None:
     """A checkpoint between a reader's scan of current/ and its read of the journal would hide
     the records that explain what the scan saw: the reader notices the new journal and retries."""
-    import streamer_files._store as store_module
+    import streamer_files._reader as reader_module
 
     store = FileStore(root, "s", fsync=False, checkpoint_bytes=1)  # a checkpoint every batch
     store.apply(True, {"a": b"1", "b": b"1"})
-    real_read_fd = store_module.read_fd
+    real_read_fd = reader_module.read_fd
     raced = False
 
     def read_then_race(fd: int) -> bytes:
@@ -366,7 +366,7 @@ def test_a_reader_overtaken_by_a_checkpoint_reads_again(
             store.apply(False, {"a": b"3", "b": b"3"})  # recorded in the next journal only
         return data
 
-    monkeypatch.setattr(store_module, "read_fd", read_then_race)
+    monkeypatch.setattr(reader_module, "read_fd", read_then_race)
     # Without the check: "a" replayed to 2 from the old journal, "b" read as 3: a mix.
     assert read_snapshot(root, "s") == (3, {"a": b"3", "b": b"3"})
     assert raced

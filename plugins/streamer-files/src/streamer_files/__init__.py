@@ -11,15 +11,12 @@ from __future__ import annotations
 from streamer_files._config import FilesConfig
 from streamer_files._listener import LOGGER_NAME, FilesListener, create_listeners
 from streamer_files._names import MAX_NAME, filename_to_key, key_to_filename
+from streamer_files._reader import Snapshot, read_snapshot, read_stream, stream_path
 from streamer_files._store import (
     CHECKPOINT_BYTES,
     FileStore,
-    Snapshot,
     StoreLockedError,
     UnsafeDirectoryError,
-    read_snapshot,
-    read_stream,
-    stream_path,
 )
 
 __all__ = [

@@ -5,14 +5,14 @@ Layout of ``<dir>/<encoded stream name>/``::
     current/     one file per key (names from streamer_files._names), each replaced atomically
     journal      redo log of the batches since the last checkpoint (streamer_files._journal)
     .lock        flock(2)ed by the one process that writes the stream
-    .tmp         the file being written (renamed into current/ when complete)
+    .tmp         the file being written (renamed into current/ when complete); .tmp-N too
 
 A batch costs O(keys it changes): its changes are appended to ``journal`` as one record (and
 flushed with ``fdatasync`` when ``fsync`` is on); that append is the commit point. Then each
 changed key's file is written beside ``current/`` and renamed into it, and each deleted key's
 file is unlinked. A process killed at any instant leaves a journal whose valid records, replayed
 over ``current/``, give the state after the last committed batch: the writer replays them when
-it opens the stream, and readers replay them on every read (:func:`read_snapshot`). Every
+it opens the stream, and readers replay them on every read (streamer_files._reader). Every
 ``CHECKPOINT_BYTES`` of journal, the files changed since the last checkpoint are flushed (with
 ``fsync`` on) and the journal is replaced by an empty one.
 
@@ -29,17 +29,14 @@ import fcntl
 import hashlib
 import logging
 import os
-import re
 import stat
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 from streamer.digest import Digester
 from streamer_files._fs import (
-    DIR_FLAGS,
     UnsafeDirectoryError,
     dir_mode_for,
     fsync_name,
@@ -55,52 +52,26 @@ from streamer_files._journal import (
     encode_record,
     parse,
 )
-from streamer_files._names import (
-    filename_to_key,
-    is_hashed_name,
-    key_to_filename,
-    sidecar_name,
-)
+from streamer_files._names import key_to_filename, sidecar_name
+from streamer_files._reader import CURRENT, GEN, JOURNAL, OLD_CURRENT, scan, stream_path
 
-__all__ = [
-    "CHECKPOINT_BYTES",
-    "FileStore",
-    "Snapshot",
-    "StoreLockedError",
-    "UnsafeDirectoryError",
-    "read_snapshot",
-    "read_stream",
-    "stream_path",
-]
+__all__ = ["CHECKPOINT_BYTES", "FileStore", "StoreLockedError", "UnsafeDirectoryError"]
 
 _log = logging.getLogger("streamer.plugin.files")
 
 CHECKPOINT_BYTES = 1 << 20
 """Journal size after which the writer checkpoints (and readers replay at most about this)."""
 
-_CURRENT = "current"
-_JOURNAL = "journal"
 _JOURNAL_NEW = ".journal.new"
 _LOCK = ".lock"
 _TMP = ".tmp"  # also .tmp-0 ... .tmp-15 for large batches
 _PARALLEL_FROM = 256
 _WRITERS = 16
-_OLD_CURRENT = ".old-current"  # the older layout's symlink, while it is being migrated
 _OLD_CURRENT_TMP = ".current.tmp"
-_GEN = re.compile(r"g-([0-9]{1,18})")
 
 
 class StoreLockedError(RuntimeError):
     """Another process (or another listener in this one) already writes this stream."""
-
-
-class Snapshot(NamedTuple):
-    """What a stream holds: ``seq`` is the number of the last batch applied (0 for none, and it
-    only grows: every batch that changed something got the next number), ``data`` is
-    ``{key: value}``."""
-
-    seq: int
-    data: dict[str, bytes]
 
 
 class _Entry(NamedTuple):
@@ -110,167 +81,6 @@ class _Entry(NamedTuple):
 
 def _fingerprint(value: bytes) -> bytes:
     return hashlib.blake2b(value, digest_size=16).digest()
-
-
-def stream_path(root: str | os.PathLike[str], stream: str) -> Path:
-    """The directory that holds ``stream`` under ``root``; its files are in ``<that>/current``."""
-    return Path(root) / key_to_filename(stream)
-
-
-# --- reading ------------------------------------------------------------------------------
-
-
-def _scan(dir_fd: int, shown: str) -> Iterator[tuple[str, str, int]]:
-    """(key, file name, fd open for reading) for every key file in ``dir_fd``; the caller
-    closes the fd. Files that vanish while being listed are skipped (a journal record that
-    the caller replays afterwards covers them)."""
-    for name in sorted(os.listdir(dir_fd)):
-        if name[0] == ".":
-            continue
-        if is_hashed_name(name):
-            try:
-                key = read_name(dir_fd, sidecar_name(name)).decode("utf-8", "surrogatepass")
-            except FileNotFoundError:
-                continue
-            except (OSError, UnicodeDecodeError) as exc:
-                _log.warning(
-                    "%s: ignoring %s: its key sidecar is unreadable (%s)", shown, name, exc
-                )
-                continue
-            if key_to_filename(key) != name:
-                _log.warning("%s: ignoring %s: its sidecar names another key", shown, name)
-                continue
-        else:
-            decoded = filename_to_key(name)
-            if decoded is None:
-                _log.warning("%s: ignoring %s: not a name this plugin writes", shown, name)
-                continue
-            key = decoded
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:  # ELOOP: a symlink this plugin never makes; never followed
-            _log.warning("%s: ignoring %s: %s", shown, name, exc.strerror)
-            continue
-        yield key, name, fd
-
-
-def _read_dir(dir_fd: int, shown: str) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    for key, _name, fd in _scan(dir_fd, shown):
-        try:
-            out[key] = read_fd(fd)
-        finally:
-            os.close(fd)
-    return out
-
-
-def _read_old_layout(stream_fd: int, shown: str) -> Snapshot | None:
-    """The snapshot of a stream still in the older ``current -> g-N`` layout (None if it is
-    not in that layout)."""
-    for link in (_CURRENT, _OLD_CURRENT):
-        try:
-            target = os.readlink(link, dir_fd=stream_fd)
-        except OSError:
-            continue
-        if not _GEN.fullmatch(target):
-            return Snapshot(0, {})  # not a link this plugin made: never followed (nor kept)
-        try:
-            gen_fd = os.open(target, DIR_FLAGS, dir_fd=stream_fd)
-        except FileNotFoundError:
-            return None  # already moved to current/ by a migration
-        try:
-            return Snapshot(0, _read_dir(gen_fd, f"{shown}/{target}"))
-        finally:
-            os.close(gen_fd)
-    return None
-
-
-def _read_once(stream_fd: int, shown: str) -> Snapshot | None:
-    """One attempt of :func:`read_snapshot`; None when a checkpoint raced it."""
-    try:
-        jfd = os.open(_JOURNAL, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=stream_fd)
-    except FileNotFoundError:
-        old = _read_old_layout(stream_fd, shown)
-        if old is not None:
-            return old
-        # No journal yet: current/ is being set up or was just migrated; it holds everything.
-        try:
-            cur_fd = os.open(_CURRENT, DIR_FLAGS, dir_fd=stream_fd)
-        except FileNotFoundError:
-            return Snapshot(0, {})  # never written
-        try:
-            data = _read_dir(cur_fd, f"{shown}/{_CURRENT}")
-        finally:
-            os.close(cur_fd)
-        try:
-            os.stat(_JOURNAL, dir_fd=stream_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return Snapshot(0, data)
-        return None  # the writer started its journal meanwhile: read again
-    try:
-        ino = os.fstat(jfd).st_ino
-        try:
-            cur_fd = os.open(_CURRENT, DIR_FLAGS, dir_fd=stream_fd)
-        except FileNotFoundError:
-            return None
-        try:
-            data = _read_dir(cur_fd, f"{shown}/{_CURRENT}")
-        finally:
-            os.close(cur_fd)
-        journal = parse(read_fd(jfd))  # read after the files: covers whatever they showed
-        if os.stat(_JOURNAL, dir_fd=stream_fd, follow_symlinks=False).st_ino != ino:
-            return None  # checkpointed meanwhile: the files may mix two journals' batches
-    except FileNotFoundError:
-        return None
-    finally:
-        os.close(jfd)
-    for _seq, changes in journal.records:
-        for key, value in changes.items():
-            if value is None:
-                data.pop(key, None)
-            else:
-                data[key] = value
-    return Snapshot(journal.seq, data)
-
-
-def read_snapshot(root: str | os.PathLike[str], stream: str) -> Snapshot:
-    """A consistent snapshot of what the sink holds for ``stream`` and its batch number.
-
-    This is the reader side of the journal contract (README, "Reading"): list and read
-    ``current/``, then read ``journal`` through the fd opened before, replay its valid records
-    over what was read, and start again if ``journal`` was replaced (checkpointed) meanwhile.
-    Safe while the writer runs, and after it was killed or lost power. Never follows a symlink
-    below ``root``.
-    """
-    base = stream_path(root, stream)
-    shown = str(base)
-    try:
-        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return Snapshot(0, {})
-    try:
-        try:
-            stream_fd = os.open(base.name, DIR_FLAGS, dir_fd=root_fd)
-        except FileNotFoundError:
-            return Snapshot(0, {})
-    finally:
-        os.close(root_fd)
-    try:
-        for attempt in range(200):
-            snap = _read_once(stream_fd, shown)
-            if snap is not None:
-                return snap
-            time.sleep(min(0.001 * attempt, 0.05))
-    finally:
-        os.close(stream_fd)
-    raise RuntimeError(f"{shown}: the stream kept changing while it was being read")
-
-
-def read_stream(root: str | os.PathLike[str], stream: str) -> dict[str, bytes]:
-    """``{key: value}`` of :func:`read_snapshot` (for readers and tests)."""
-    return read_snapshot(root, stream).data
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -337,7 +147,7 @@ class FileStore:
             self._lock_fd = self._lock()
             self._migrate_old_layout()
             self._cur_fd = open_private_dir(
-                self._dir_fd, _CURRENT, f"{self._shown}/{_CURRENT}", self._dir_mode
+                self._dir_fd, CURRENT, f"{self._shown}/{CURRENT}", self._dir_mode
             )
             self._fds.append(self._cur_fd)
             self._recover()
@@ -352,7 +162,7 @@ class FileStore:
     @property
     def live_dir(self) -> Path:
         """The directory that holds one file per key (``<stream dir>/current``)."""
-        return self.path / _CURRENT
+        return self.path / CURRENT
 
     @property
     def seq(self) -> int:
@@ -549,7 +359,7 @@ class FileStore:
         write_name(
             self._dir_fd, _JOURNAL_NEW, encode_header(self._seq), self._file_mode, self._fsync
         )
-        os.replace(_JOURNAL_NEW, _JOURNAL, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        os.replace(_JOURNAL_NEW, JOURNAL, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
         if self._fsync:
             os.fsync(self._dir_fd)
         self._dirty.clear()
@@ -564,7 +374,7 @@ class FileStore:
             os.close(self._journal_fd)
             self._journal_fd = -1
         fd = os.open(
-            _JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd
+            JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd
         )
         self._journal_fd = fd
         self._journal_size = os.fstat(fd).st_size
@@ -582,7 +392,7 @@ class FileStore:
             if leftover.startswith(_TMP) or leftover in (_JOURNAL_NEW, _OLD_CURRENT_TMP):
                 os.unlink(leftover, dir_fd=self._dir_fd)
         try:
-            raw = read_name(self._dir_fd, _JOURNAL)
+            raw = read_name(self._dir_fd, JOURNAL)
         except FileNotFoundError:
             raw = None
         if raw is None:
@@ -592,7 +402,7 @@ class FileStore:
                 journal = parse(raw)
             except ValueError as exc:
                 raise OSError(
-                    errno.EINVAL, f"{self._shown}/{_JOURNAL} is not a streamer-files journal: {exc}"
+                    errno.EINVAL, f"{self._shown}/{JOURNAL} is not a streamer-files journal: {exc}"
                 ) from exc
             base, records, valid = journal.base, journal.records, journal.valid_size
             if valid < len(raw):
@@ -600,7 +410,7 @@ class FileStore:
                     "%s/%s: dropping %d bytes of an interrupted append (a batch that never "
                     "committed)",
                     self._shown,
-                    _JOURNAL,
+                    JOURNAL,
                     len(raw) - valid,
                 )
         final: dict[str, bytes | None] = {}
@@ -622,12 +432,12 @@ class FileStore:
 
     def _fix_modes_and_index(self) -> None:
         mode = self._file_mode
-        for key, name, fd in _scan(self._cur_fd, f"{self._shown}/{_CURRENT}"):
+        for key, name, fd in scan(self._cur_fd, f"{self._shown}/{CURRENT}"):
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
                     _log.warning(
-                        "%s/%s: ignoring %s: not a regular file", self._shown, _CURRENT, name
+                        "%s/%s: ignoring %s: not a regular file", self._shown, CURRENT, name
                     )
                     continue
                 if stat.S_IMODE(st.st_mode) != mode:
@@ -650,7 +460,7 @@ class FileStore:
         """Turn the older ``current -> g-N`` layout into ``current/`` (crash-safe, once)."""
         d = self._dir_fd
         link: str | None = None
-        for candidate in (_OLD_CURRENT, _CURRENT):
+        for candidate in (OLD_CURRENT, CURRENT):
             try:
                 st = os.stat(candidate, dir_fd=d, follow_symlinks=False)
             except FileNotFoundError:
@@ -660,16 +470,16 @@ class FileStore:
                 break
         if link is not None:
             target = os.readlink(link, dir_fd=d)
-            if link == _CURRENT:
-                os.replace(_CURRENT, _OLD_CURRENT, src_dir_fd=d, dst_dir_fd=d)
+            if link == CURRENT:
+                os.replace(CURRENT, OLD_CURRENT, src_dir_fd=d, dst_dir_fd=d)
             current_is_dir = False
             with contextlib.suppress(FileNotFoundError):
                 current_is_dir = stat.S_ISDIR(
-                    os.stat(_CURRENT, dir_fd=d, follow_symlinks=False).st_mode
+                    os.stat(CURRENT, dir_fd=d, follow_symlinks=False).st_mode
                 )
             if not current_is_dir:
-                if _GEN.fullmatch(target) and self._is_real_dir(target):
-                    os.rename(target, _CURRENT, src_dir_fd=d, dst_dir_fd=d)
+                if GEN.fullmatch(target) and self._is_real_dir(target):
+                    os.rename(target, CURRENT, src_dir_fd=d, dst_dir_fd=d)
                     _log.info("%s: moved %s to current/ (the journal layout)", self._shown, target)
                 else:
                     _log.error(
@@ -680,9 +490,9 @@ class FileStore:
                     )
             if self._fsync:
                 os.fsync(d)
-            os.unlink(_OLD_CURRENT, dir_fd=d)
+            os.unlink(OLD_CURRENT, dir_fd=d)
         for name in os.listdir(d):
-            if _GEN.fullmatch(name) or name == _OLD_CURRENT_TMP:
+            if GEN.fullmatch(name) or name == _OLD_CURRENT_TMP:
                 try:
                     if self._is_real_dir(name):
                         remove_flat_dir(d, name)
