@@ -39,12 +39,13 @@ DEFAULT_PYTHONS = "/root/.pyenv/versions/3.1[0-3].*/bin/python"
 
 
 def child(design: str, batches: int, base: str) -> dict[str, Any]:
+    store_cls: Any
     if design == "new":
-        from streamer_files import FileStore
+        from streamer_files import FileStore as store_cls
     else:
-        from _files_store_v1 import FileStore
+        from _files_store_v1 import FileStore as store_cls
     with tempfile.TemporaryDirectory(dir=base, prefix="b13rss-") as tmp:
-        store = FileStore(tmp, "s", fsync=False)
+        store = store_cls(tmp, "s", fsync=False)
         store.apply(True, {f"k{i}": b"v" * 200 for i in range(10)})
         for i in range(min(WARMUP, batches)):
             store.apply(False, {f"k{i % 10}": b"w%d" % i})

@@ -351,10 +351,11 @@ def test_a_reader_overtaken_by_a_checkpoint_reads_again(
     """A checkpoint between a reader's scan of current/ and its read of the journal would hide
     the records that explain what the scan saw: the reader notices the new journal and retries."""
     import streamer_files._reader as reader_module
+    from streamer_files._fs import read_fd
 
     store = FileStore(root, "s", fsync=False, checkpoint_bytes=1)  # a checkpoint every batch
     store.apply(True, {"a": b"1", "b": b"1"})
-    real_read_fd = reader_module.read_fd
+    real_read_fd = read_fd
     raced = False
 
     def read_then_race(fd: int) -> bytes:
