@@ -141,6 +141,8 @@ class FileStore:
                 self._dir_fd = open_private_dir(
                     root_fd, self.path.name, self._shown, self._dir_mode
                 )
+                if fsync:
+                    os.fsync(root_fd)  # the stream directory's own entry, if just made
             finally:
                 os.close(root_fd)
             self._fds.append(self._dir_fd)
@@ -150,6 +152,8 @@ class FileStore:
                 self._dir_fd, CURRENT, f"{self._shown}/{CURRENT}", self._dir_mode
             )
             self._fds.append(self._cur_fd)
+            if fsync:
+                os.fsync(self._dir_fd)
             self._recover()
         except BaseException as exc:
             self.close()
