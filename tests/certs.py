@@ -87,6 +87,13 @@ def issue(
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    # Key identifiers: Python 3.13's ssl verifies strictly (VERIFY_X509_STRICT) and refuses a
+    # chain whose certificates lack an Authority Key Identifier, as real CAs always set.
+    builder = builder.add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+    ).add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
+    )
     return builder.sign(signer, hashes.SHA256()), key
 
 
