@@ -15,7 +15,7 @@ $(RUNTIME): pyproject.toml $(PLUGINS) scripts/bootstrap
 	@PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/bootstrap runtime
 	@touch $(RUNTIME)
 
-$(STAMP): $(RUNTIME) requirements-dev.txt $(EXAMPLES)
+$(STAMP): $(RUNTIME) requirements-dev.txt requirements-test.txt $(EXAMPLES)
 	@PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/bootstrap dev
 	@touch $(STAMP)
 

@@ -15,7 +15,6 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
-from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.wrappers_pb2 import StringValue
 
 from streamer.digest import EMPTY_DIGEST, snapshot_digest
@@ -47,9 +46,7 @@ Call = Any  # grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch]
 def request(stream: str, digest: str | None = None, gateway: str = "gw1") -> StreamRequest:
     req = StreamRequest(gatewayId=gateway, stream_name=stream)
     if digest is not None:
-        extra = AnyProto()
-        extra.Pack(StringValue(value=digest))
-        req.extra_args.CopyFrom(extra)
+        req.extra_args.Pack(StringValue(value=digest))
     return req
 
 

@@ -306,8 +306,9 @@ class StreamRunner:
         if self._stopping:
             return Step(Action.STOP)
         request = StreamRequest(gatewayId=self._gateway_id, stream_name=self.name)
-        if extra is not None:
-            request.extra_args.CopyFrom(extra)
+        if extra is not None:  # by value: the Any may come from another descriptor pool
+            request.extra_args.type_url = extra.type_url
+            request.extra_args.value = extra.value
         channel = self._channel_for()
         call: grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch] = channel.unary_stream(
             METHOD,
