@@ -132,6 +132,14 @@ def test_plugin_table_is_a_fresh_dict_each_time() -> None:
 def test_control_proxy() -> None:
     cloud = cfg('[cloud]\ncontrol_proxy = "/etc/magma/control_proxy.yml"\n').require_cloud()
     assert cloud.control_proxy == Path("/etc/magma/control_proxy.yml") and cloud.target is None
+    # Magma's override file is laid over it by default, as on a real gateway.
+    assert cloud.control_proxy_override == Path("/var/opt/magma/configs/control_proxy.yml")
+    cloud = cfg(
+        '[cloud]\ncontrol_proxy = "/etc/magma/control_proxy.yml"\n'
+        'control_proxy_override = "/srv/override.yml"\n'
+    ).require_cloud()
+    assert cloud.control_proxy_override == Path("/srv/override.yml")
+    assert cfg("[cloud]\ntarget = 'h:1'\n").require_cloud().control_proxy_override is None
 
 
 def test_backoff_max_defaults_to_interval_but_not_below_initial() -> None:
@@ -196,6 +204,16 @@ def test_message_format_for_a_wrong_value() -> None:
         ("[cloud]\ngateway_id = 'x'", "cloud", "got neither"),
         ("[cloud]\ntarget = 'h:1'\ncontrol_proxy = 'c.yml'", "cloud.control_proxy", "both"),
         ("[cloud]\ncontrol_proxy = 'c.yml'\nroot_ca = 'ca'", "cloud.root_ca", "control_proxy"),
+        (
+            "[cloud]\ntarget = 'h:1'\ncontrol_proxy_override = 'o.yml'",
+            "cloud.control_proxy_override",
+            "only allowed with control_proxy",
+        ),
+        (
+            "[cloud]\ncontrol_proxy = 'c.yml'\ncontrol_proxy_override = ''",
+            "cloud.control_proxy_override",
+            "file path",
+        ),
         ("[cloud]\ntarget = 'nocolon'", "cloud.target", "host:port"),
         ("[cloud]\ntarget = 'h:0'", "cloud.target", "from 1 to 65535"),
         ("[cloud]\ntarget = 'h:70000'", "cloud.target", "from 1 to 65535"),

@@ -6,6 +6,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from streamer.connection import magma_settings
 from streamer.registry import (
     DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH,
     MagmaRegistry,
@@ -101,9 +102,9 @@ def test_read_control_proxy(tmp_path: Path) -> None:
 def test_magma_registry_proxied(tmp_path: Path) -> None:
     path = tmp_path / "control_proxy.yml"
     path.write_text(CONTROL_PROXY.format(proxied="True"))
-    reg = MagmaRegistry(path)
+    reg = MagmaRegistry(path, override=tmp_path / "absent.yml")
     assert reg.proxied
-    assert reg.target == "localhost:8443"
+    assert reg.target == "127.0.0.1:8443"  # what Magma dials: its local control proxy
     assert reg.tls is None
     assert reg.options["grpc.default_authority"] == "streamer-controller.magma.test"
 
@@ -112,13 +113,99 @@ def test_magma_registry_direct_reads_cert_files(tmp_path: Path) -> None:
     path = tmp_path / "control_proxy.yml"
     path.write_text(CONTROL_PROXY.format(proxied="false"))
     with pytest.raises(RegistryError, match=r"/var/opt/magma/certs/rootCA\.pem"):
-        MagmaRegistry(path)
+        MagmaRegistry(path, override=None)
 
 
 def test_magma_registry_missing_key(tmp_path: Path) -> None:
     path = tmp_path / "control_proxy.yml"
     path.write_text("cloud_port: 443\n")
     with pytest.raises(RegistryError, match="missing required key 'cloud_address'"):
-        MagmaRegistry(path)
+        MagmaRegistry(path, override=None)
     with pytest.raises(RegistryError, match="cannot read"):
         MagmaRegistry(tmp_path / "absent.yml")
+
+
+# -- control_proxy.yml + its override, as Magma reads them ------------------------------------
+
+BASE = """\
+# /etc/magma/control_proxy.yml as shipped
+cloud_address: controller.magma.test
+cloud_port: 443
+local_port: 8443
+rootca_cert: /var/opt/magma/certs/rootCA.pem
+gateway_cert: /var/opt/magma/certs/gateway.crt
+gateway_key: /var/opt/magma/certs/gateway.key
+proxy_cloud_connections: True
+"""
+
+
+def test_override_file_replaces_keys_of_the_base(tmp_path: Path) -> None:
+    base = tmp_path / "etc" / "control_proxy.yml"
+    base.parent.mkdir()
+    base.write_text(BASE)
+    override = tmp_path / "var" / "control_proxy.yml"
+    override.parent.mkdir()
+    override.write_text(
+        "cloud_address: orc8r.operator.example\ncloud_port: 7443\n"
+        "proxy_cloud_connections: False\nrootca_cert: certs/ca.pem\n"
+    )
+    settings = magma_settings(base, override=override)
+    assert settings.target == "orc8r.operator.example:7443"
+    assert settings.authority == "streamer-orc8r.operator.example"
+    assert not settings.proxied
+    # relative paths resolve against the file that set them; the others come from the base
+    assert settings.root_ca == override.parent / "certs" / "ca.pem"
+    assert settings.client_cert == Path("/var/opt/magma/certs/gateway.crt")
+    assert settings.files == (base, override)
+    conn = settings.connection()
+    assert conn.tls and conn.target == "orc8r.operator.example:7443"
+
+
+def test_missing_override_is_normal_and_unreadable_or_malformed_is_an_error(
+    tmp_path: Path,
+) -> None:
+    base = tmp_path / "control_proxy.yml"
+    base.write_text(BASE)
+    settings = magma_settings(base, override=tmp_path / "absent.yml")
+    assert settings.files == (base,)
+    assert settings.target == "127.0.0.1:8443"
+    bad = tmp_path / "bad.yml"
+    bad.write_text("cloud_address controller\n")
+    with pytest.raises(RegistryError, match=rf"{bad}:1: expected 'key: value'"):
+        magma_settings(base, override=bad)
+    directory = tmp_path / "dir.yml"
+    directory.mkdir()
+    with pytest.raises(RegistryError, match=rf"cannot read '{directory}'"):
+        magma_settings(base, override=directory)
+    binary = tmp_path / "binary.yml"
+    binary.write_bytes(b"cloud_address: \xff\xfe\n")
+    with pytest.raises(RegistryError, match=rf"cannot read '{binary}'"):
+        magma_settings(base, override=binary)
+
+
+def test_keys_in_neither_file_take_magmas_defaults(tmp_path: Path) -> None:
+    """Magma's Go registry and control_proxy config: an absent proxy_cloud_connections means
+    proxied; local_port 8443, cloud_port 443, certificates under /var/opt/magma/certs."""
+    base = tmp_path / "control_proxy.yml"
+    base.write_text("cloud_address: controller.magma.test\n")
+    settings = magma_settings(base, override=None)
+    assert settings.proxied
+    assert settings.target == "127.0.0.1:8443"
+    override = tmp_path / "override.yml"
+    override.write_text("proxy_cloud_connections: off\n")
+    direct = magma_settings(base, override=override)
+    assert direct.target == "controller.magma.test:443"
+    assert direct.root_ca == Path("/var/opt/magma/certs/rootCA.pem")
+    assert direct.client_key == Path("/var/opt/magma/certs/gateway.key")
+
+
+def test_bad_values_name_the_file_and_key(tmp_path: Path) -> None:
+    base = tmp_path / "control_proxy.yml"
+    base.write_text(BASE)
+    override = tmp_path / "override.yml"
+    override.write_text("proxy_cloud_connections: maybe\n")
+    with pytest.raises(RegistryError, match=rf"{override}: proxy_cloud_connections: expected"):
+        magma_settings(base, override=override)
+    override.write_text("local_port: 70000\n")
+    with pytest.raises(RegistryError, match=rf"{override}: local_port: expected a port"):
+        magma_settings(base, override=override)

@@ -101,11 +101,15 @@ async def test_authority_override_honoured(pki: dict[str, Path]) -> None:
 
 
 REJECTED = {
-    # id: (server certificate, :authority override, what the reported error says)
-    "wrong CA": ("rogue", None, "CERTIFICATE_VERIFY_FAILED: unable to get local issuer"),
-    "expired": ("expired", None, "CERTIFICATE_VERIFY_FAILED: certificate has expired"),
-    "wrong host name": ("cloud", None, "Hostname Verification Check failed"),
-    "wrong authority": ("server", "streamer-cloud.test", "Hostname Verification Check failed"),
+    # id: (server certificate, :authority override, the cause reported in the project's words)
+    "wrong CA": ("rogue", None, "is not signed by root_ca '{ca}'"),
+    "expired": ("expired", None, "expired"),
+    "wrong host name": ("cloud", None, "is not valid for the name checked, '127.0.0.1'"),
+    "wrong authority": (
+        "server",
+        "streamer-cloud.test",
+        "is not valid for the name checked, 'streamer-cloud.test'",
+    ),
 }
 
 
@@ -122,8 +126,14 @@ async def test_bad_server_certificate_rejected_with_clear_error(
         error = got.errors[0]
         assert isinstance(error, StreamRpcError)
         assert error.code() is grpc.StatusCode.UNAVAILABLE
-        assert fragment in (error.details() or "")
-        assert str(error).startswith("stream 'subscribers': GetUpdates failed: UNAVAILABLE")
+        assert error.diagnosis is not None
+        assert fragment.format(ca=pki["ca"]) in error.diagnosis.cause
+        assert f"the server certificate of {server.address}" in error.diagnosis.cause
+        text = str(error)
+        assert text.startswith("stream 'subscribers': GetUpdates failed: UNAVAILABLE: the server")
+        assert "(hint: " in text and "failed to connect to all addresses" not in text
+        if authority or cert == "cloud":
+            assert "authority" in error.diagnosis.hint
 
 
 # -- plaintext rules through the config file -----------------------------------------------------

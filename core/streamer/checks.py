@@ -14,7 +14,13 @@ import importlib_metadata
 
 from streamer.backoff import Backoff
 from streamer.config import Config, ConfigError
-from streamer.connection import RegistryError, is_loopback, load_tls_files, magma_settings
+from streamer.connection import (
+    RegistryError,
+    ResolvedConnection,
+    is_loopback,
+    load_tls_files,
+    magma_settings,
+)
 from streamer.plugins import (
     HOOKS_GROUP,
     LISTENERS_GROUP,
@@ -29,7 +35,14 @@ from streamer.plugins import (
 )
 from streamer.redact import redact_text
 
-__all__ = ["Distributions", "LoadFailed", "build_backoff", "check", "load_hooks"]
+__all__ = [
+    "Distributions",
+    "LoadFailed",
+    "build_backoff",
+    "check",
+    "load_hooks",
+    "resolve_connection",
+]
 
 Distributions = Callable[[], Iterable[importlib_metadata.Distribution]] | None
 
@@ -142,16 +155,33 @@ def check(
     return result.loaded, hooks
 
 
+def resolve_connection(config: Config) -> ResolvedConnection:
+    """What ``[cloud]`` will dial and how, without connecting (reads control_proxy.yml and its
+    override, not the TLS files). RegistryError / ConfigError on unusable settings."""
+    cloud = config.require_cloud()
+    if cloud.control_proxy is not None:
+        return magma_settings(
+            cloud.control_proxy, override=cloud.control_proxy_override
+        ).connection()
+    assert cloud.target is not None
+    tls = cloud.use_tls
+    return ResolvedConnection(
+        cloud.target,
+        tls,
+        cloud.authority,
+        cloud.root_ca if tls else None,
+        cloud.client_cert if tls else None,
+        cloud.client_key if tls else None,
+    )
+
+
 def _validate_connection(config: Config) -> None:
     """Check the connection settings (files readable and PEM, key matches cert, Magma's
-    control_proxy.yml complete) without connecting."""
+    control_proxy.yml and its override complete) without connecting."""
     cloud = config.require_cloud()
     build_backoff(config)
-    if cloud.control_proxy is not None:
-        settings = magma_settings(cloud.control_proxy)
-        if not settings.proxied:
-            load_tls_files(settings.root_ca, settings.client_cert, settings.client_key)
-    elif cloud.use_tls:
-        load_tls_files(cloud.root_ca, cloud.client_cert, cloud.client_key)
-    elif not cloud.insecure and cloud.target is not None and not is_loopback(cloud.target):
-        raise RegistryError(f"plaintext to non-loopback target {cloud.target!r} needs insecure")
+    conn = resolve_connection(config)
+    if conn.tls:
+        load_tls_files(conn.root_ca, conn.client_cert, conn.client_key)
+    elif not cloud.insecure and not conn.proxied and not is_loopback(conn.target):
+        raise RegistryError(f"plaintext to non-loopback target {conn.target!r} needs insecure")

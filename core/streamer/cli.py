@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +86,7 @@ def _version(dist: str = "streamer") -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     import json
 
-    from streamer.checks import LoadFailed, check
+    from streamer.checks import LoadFailed, check, resolve_connection
     from streamer.plugins import Problem
 
     def problem_doc(p: Problem | str) -> dict[str, str]:
@@ -124,10 +124,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         loaded, hooks = check(config)
     except LoadFailed as exc:
         return refuse(path, exc.problems, warnings)
+    conn = resolve_connection(config)
+    streams = [name for lp in loaded for name in lp.stream_names]
+    probed = _probe(config, streams, args) if args.connect else None
+    failed = isinstance(probed, str) or any(not r.ok for r in probed or ())
     if args.json:
-        doc = {
+        doc: dict[str, Any] = {
             "config": str(path),
-            "ok": True,
+            "ok": not failed,
             "plugins": [
                 {
                     "name": lp.plugin.name,
@@ -138,11 +142,16 @@ def cmd_check(args: argparse.Namespace) -> int:
                 for lp in loaded
             ],
             "observers": [{"name": p.name, "dist": p.dist, "version": p.version} for p, _ in hooks],
+            "connection": conn.to_json(),
             "problems": [],
             "warnings": warnings,
         }
+        if isinstance(probed, str):
+            doc["problems"] = [{"subject": "cloud", "message": probed}]
+        elif probed is not None:
+            doc["streams"] = [{"stream": r.stream, "ok": r.ok, "detail": r.detail} for r in probed]
         print(json.dumps(doc, indent=2))
-        return 0
+        return EXIT_USAGE if failed else 0
     print(f"{path}: OK" + (f" with {len(warnings)} warning(s)" if warnings else ""))
     for warning in warnings:
         print(f"  warning: {warning}")
@@ -150,7 +159,40 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  {lp.plugin.display} {lp.plugin.version}: streams {', '.join(lp.stream_names)}")
     for plugin, _ in hooks:
         print(f"  observer {plugin.display} {plugin.version}")
+    print("  connection (not dialled):" if probed is None else "  connection:")
+    for line in conn.describe():
+        print(f"    {line}")
+    if isinstance(probed, str):
+        print(f"  cannot connect: {probed}")
+        return EXIT_USAGE
+    for r in probed or ():
+        print(
+            f"  stream {r.stream}: {r.detail}"
+            if r.ok
+            else f"  stream {r.stream}: PROBLEM: {r.detail}"
+        )
+    bad = sum(not r.ok for r in probed or ())
+    if bad:
+        print(f"{bad} of {len(streams)} stream{'s' if len(streams) != 1 else ''} failed")
+        return EXIT_USAGE
     return 0
+
+
+def _probe(config: Config, streams: list[str], args: argparse.Namespace) -> list[Any] | str:
+    """``check --connect``: one GetUpdates per stream (ProbeResult each), or why the
+    connection could not even be set up."""
+    from streamer.connection import RegistryError
+    from streamer.host import build_registry
+    from streamer.probe import probe_streams
+
+    try:
+        registry = build_registry(config)
+    except RegistryError as exc:
+        return str(exc)
+    cloud = config.require_cloud()
+    return asyncio.run(
+        probe_streams(registry, streams, gateway_id=cloud.gateway_id, timeout=args.timeout)
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -524,7 +566,15 @@ def build_parser() -> argparse.ArgumentParser:
     log_options(run, None, None)
     run.set_defaults(func=cmd_run)
 
-    chk = with_config(add_parser("check", help="run load-time checks without connecting"))
+    chk = with_config(add_parser("check", help="run load-time checks (and, asked, connect)"))
+    chk.add_argument(
+        "--connect",
+        action="store_true",
+        help="also connect: TLS handshake and one GetUpdates per enabled stream",
+    )
+    chk.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait per stream (--connect)"
+    )
     chk.add_argument("--json", action="store_true", help="machine-readable report")
     chk.set_defaults(func=cmd_check)
 
@@ -648,7 +698,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_grpc_core(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Keep gRPC's C-core log lines (``I1202 ... chttp2_transport.cc``, ``Handshake failed``)
+    off the operator's terminal and journal: failures are reported in this project's words.
+    A ``GRPC_VERBOSITY`` the user set is respected. Must run before grpc is imported."""
+    environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_grpc_core()
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

@@ -157,6 +157,7 @@ class Client:
             gateway_id=self.gateway_id,
             sleep=self._sleep,
             rng=self._rng,
+            connection=getattr(self.registry, "connection", None),
         )
         self._runners[name] = runner
         self._none_running.clear()

@@ -26,7 +26,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
-from streamer.connection import DEFAULT_KEEPALIVE_TIME, DEFAULT_KEEPALIVE_TIMEOUT, is_loopback
+from streamer.connection import (
+    CONTROL_PROXY_OVERRIDE,
+    DEFAULT_KEEPALIVE_TIME,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    is_loopback,
+)
 from streamer.redact import redact_text
 
 __all__ = [
@@ -80,7 +85,9 @@ class CloudConfig:
     """How to reach the cloud's Streamer service (``[cloud]``).
 
     Exactly one of ``target`` and ``control_proxy`` is set. With ``control_proxy`` the address,
-    TLS files and authority come from Magma's ``control_proxy.yml``.
+    TLS files and authority come from Magma's ``control_proxy.yml`` with
+    ``control_proxy_override`` (default ``/var/opt/magma/configs/control_proxy.yml``) laid
+    over it, key by key, as Magma reads them.
     """
 
     target: str | None = None
@@ -90,6 +97,7 @@ class CloudConfig:
     client_key: Path | None = None
     authority: str | None = None
     control_proxy: Path | None = None
+    control_proxy_override: Path | None = None
     gateway_id: str = ""
     max_receive_message_mb: int = 64
     keepalive_time_s: float = DEFAULT_KEEPALIVE_TIME
@@ -275,6 +283,8 @@ def _cloud(v: _Validator, raw: object) -> CloudConfig:
         v.fail("cloud.control_proxy", "expected either target or control_proxy, got both")
     if "target" not in t and "control_proxy" not in t:
         v.fail("cloud", "expected a target (host:port) or a control_proxy path, got neither")
+    if "control_proxy_override" in t and "control_proxy" not in t:
+        v.fail("cloud.control_proxy_override", "only allowed with control_proxy, got target")
     if "control_proxy" in t:
         for key in _TLS_KEYS:
             if key in t:
@@ -292,6 +302,11 @@ def _cloud(v: _Validator, raw: object) -> CloudConfig:
         client_key=v.path(t, "cloud.client_key"),
         authority=v.string(t, "cloud.authority", None, nonempty=True),
         control_proxy=v.path(t, "cloud.control_proxy"),
+        control_proxy_override=(
+            v.path(t, "cloud.control_proxy_override") or CONTROL_PROXY_OVERRIDE
+            if "control_proxy" in t
+            else None
+        ),
         gateway_id=v.string(t, "cloud.gateway_id", "") or "",
         max_receive_message_mb=v.integer(
             t, "cloud.max_receive_message_mb", 64, minimum=1, maximum=_MAX_RECEIVE_MB

@@ -7,16 +7,24 @@ through this module, so it stays fast and never imports grpc.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "CONTROL_PROXY_OVERRIDE",
     "DEFAULT_KEEPALIVE_TIME",
     "DEFAULT_KEEPALIVE_TIMEOUT",
+    "MAGMA_DEFAULTS",
+    "Diagnosis",
+    "MagmaConfig",
     "MagmaSettings",
     "RegistryError",
+    "ResolvedConnection",
     "check_key_matches_cert",
+    "diagnose",
     "is_loopback",
+    "load_magma_config",
     "load_tls_files",
     "magma_settings",
     "read_control_proxy",
@@ -46,11 +54,11 @@ def read_pem(path: Path, what: str) -> bytes:
 
 
 def check_key_matches_cert(cert: bytes, key: bytes, cert_path: Path, key_path: Path) -> None:
-    """Catch a mismatched or unreadable cert/key pair at start-up with a message naming the
-    files; gRPC would only fail later, at handshake time, with a vague error."""
-    if b"-----BEGIN CERTIFICATE-----" not in cert:
+    """Catch a mismatched, unreadable or half-written cert/key pair with a message naming the
+    file; gRPC would only fail later, at handshake time, with a vague error."""
+    if b"-----BEGIN CERTIFICATE-----" not in cert or b"-----END CERTIFICATE-----" not in cert:
         raise RegistryError(f"client certificate {str(cert_path)!r} is not a PEM certificate")
-    if b"PRIVATE KEY-----" not in key:
+    if b"PRIVATE KEY-----" not in key or b"-----END " not in key:
         raise RegistryError(f"client key {str(key_path)!r} is not a PEM private key")
     try:  # best effort: cryptography is optional at run time
         from cryptography import x509
@@ -59,11 +67,12 @@ def check_key_matches_cert(cert: bytes, key: bytes, cert_path: Path, key_path: P
         return
     try:
         public = x509.load_pem_x509_certificate(cert).public_key()
+    except (ValueError, TypeError) as exc:
+        raise RegistryError(f"cannot parse client certificate {str(cert_path)!r}: {exc}") from exc
+    try:
         private = serialization.load_pem_private_key(key, password=None)
     except (ValueError, TypeError) as exc:
-        raise RegistryError(
-            f"cannot parse client certificate {str(cert_path)!r} / key {str(key_path)!r}: {exc}"
-        ) from exc
+        raise RegistryError(f"cannot parse client key {str(key_path)!r}: {exc}") from exc
     fmt = serialization.PublicFormat.SubjectPublicKeyInfo
     enc = serialization.Encoding.DER
     if public.public_bytes(enc, fmt) != private.public_key().public_bytes(enc, fmt):
@@ -91,29 +100,92 @@ def is_loopback(target: str) -> bool:
         return False
 
 
-def read_control_proxy(path: Path) -> dict[str, str]:
+CONTROL_PROXY_OVERRIDE = Path("/var/opt/magma/configs/control_proxy.yml")
+"""Where Magma looks for the operator's overrides of ``/etc/magma/control_proxy.yml``."""
+
+# What Magma's Go gateway code (orc8r/gateway/go/config/control_proxy.go; the cloud registry's
+# getUseProxyCloudConnection) uses when a key is in neither file. Magma's Python client has no
+# defaults of its own (a missing key raises KeyError), except that it too proxies when it cannot
+# load control_proxy.yml at all. So: an absent proxy_cloud_connections means *proxied*.
+MAGMA_DEFAULTS: dict[str, str] = {
+    "proxy_cloud_connections": "true",
+    "local_port": "8443",
+    "cloud_port": "443",
+    "rootca_cert": "/var/opt/magma/certs/rootCA.pem",
+    "gateway_cert": "/var/opt/magma/certs/gateway.crt",
+    "gateway_key": "/var/opt/magma/certs/gateway.key",
+}
+
+# YAML 1.1 booleans, which is what Magma's PyYAML and Go yaml.v2 loaders accept.
+_YAML_TRUE = ("y", "yes", "true", "on")
+_YAML_FALSE = ("n", "no", "false", "off")
+
+
+def read_control_proxy(path: Path, *, missing_ok: bool = False) -> dict[str, str] | None:
     """Read the flat ``key: value`` settings of Magma's control_proxy.yml.
 
     Only top-level scalars are needed, so this reads that subset of YAML (comments, quotes)
-    instead of depending on a YAML library.
+    instead of depending on a YAML library. With ``missing_ok`` a file that does not exist gives
+    None (Magma skips an absent override file); any other problem names the file.
     """
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
+    except FileNotFoundError as exc:
+        if missing_ok:
+            return None
         raise RegistryError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise RegistryError(f"cannot read {str(path)!r}: {why}") from exc
     out: dict[str, str] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split(" #", 1)[0].rstrip()
         if not line.strip() or line.lstrip().startswith(("#", "---")) or line[0] in " \t-":
             continue
         key, sep, value = line.partition(":")
-        if not sep:
+        if not sep or not key.strip():
             raise RegistryError(f"{path}:{lineno}: expected 'key: value', got {raw.strip()!r}")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         out[key.strip()] = value
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class MagmaConfig:
+    """control_proxy.yml with its override laid over it, as Magma's ``load_service_config``
+    does: each top-level key of the override replaces the base's. ``sources`` maps each key to
+    the file it came from; ``files`` are the files actually read, in order."""
+
+    values: Mapping[str, str]
+    sources: Mapping[str, Path]
+    files: tuple[Path, ...]
+
+    def get(self, key: str) -> tuple[str, Path | None]:
+        """(value, file it came from); Magma's default and None when neither file sets it."""
+        if key in self.values and self.values[key] != "":
+            return self.values[key], self.sources[key]
+        return MAGMA_DEFAULTS.get(key, ""), None
+
+    def where(self, key: str) -> str:
+        source = self.sources.get(key)
+        return f"{source}: {key}" if source is not None else f"{key} (Magma's default)"
+
+
+def load_magma_config(path: Path, override: Path | None = CONTROL_PROXY_OVERRIDE) -> MagmaConfig:
+    base = read_control_proxy(path)
+    assert base is not None
+    values = dict(base)
+    sources = dict.fromkeys(base, path)
+    files = [path]
+    if override is not None:
+        over = read_control_proxy(override, missing_ok=True)
+        if over is not None:
+            files.append(override)
+            values.update(over)
+            sources.update(dict.fromkeys(over, override))
+    return MagmaConfig(values, sources, tuple(files))
 
 
 def load_tls_files(
@@ -126,7 +198,9 @@ def load_tls_files(
     if (client_cert is None) != (client_key is None):
         raise RegistryError("TLS client_cert and client_key must be given together")
     root = read_pem(root_ca, "root CA certificate") if root_ca else None
-    if root is not None and b"-----BEGIN CERTIFICATE-----" not in root:
+    if root is not None and (
+        b"-----BEGIN CERTIFICATE-----" not in root or b"-----END CERTIFICATE-----" not in root
+    ):
         raise RegistryError(f"root CA certificate {str(root_ca)!r} is not PEM")
     cert = key = None
     if client_cert is not None and client_key is not None:
@@ -134,6 +208,70 @@ def load_tls_files(
         key = read_pem(client_key, "client key")
         check_key_matches_cert(cert, key, client_cert, client_key)
     return root, key, cert
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedConnection:
+    """What will be dialled, and how: what ``streamer check`` prints and what error messages
+    explain failures against. ``files`` are the config files read to decide it (Magma's
+    control_proxy.yml and its override); ``proxied`` is Magma's local control proxy."""
+
+    target: str
+    tls: bool
+    authority: str | None = None
+    root_ca: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    proxied: bool = False
+    files: tuple[Path, ...] = ()
+
+    def describe(self) -> list[str]:
+        """Lines for an operator: target, mode, authority, TLS files, files read."""
+        if self.proxied:
+            mode = "plaintext to Magma's local control proxy (proxy_cloud_connections)"
+        elif self.tls:
+            mode = "TLS"
+        else:
+            mode = "plaintext"
+        lines = [f"target: {self.target}", f"mode: {mode}"]
+        lines.append(f"authority: {self.authority or '(default: the target host)'}")
+        if self.tls:
+            lines.append(f"root_ca: {self.root_ca or '(system trust store)'}")
+            if self.client_cert is not None:
+                lines.append(f"client_cert: {self.client_cert}")
+                lines.append(f"client_key: {self.client_key}")
+        if self.files:
+            lines.append("read: " + ", ".join(str(f) for f in self.files))
+        return lines
+
+    def to_json(self) -> dict[str, object]:
+        """The same facts as ``describe()``, for ``streamer check --json``."""
+        mode = "proxied" if self.proxied else "tls" if self.tls else "plaintext"
+
+        def path(p: Path | None) -> str | None:
+            return str(p) if p is not None else None
+
+        return {
+            "target": self.target,
+            "mode": mode,
+            "authority": self.authority,
+            "root_ca": path(self.root_ca),
+            "client_cert": path(self.client_cert),
+            "client_key": path(self.client_key),
+            "files": [str(f) for f in self.files],
+        }
+
+    def checked_name(self) -> str:
+        """The host name the server's certificate must match (authority, else target host)."""
+        if self.authority:
+            return self.authority
+        host = self.target
+        for prefix in ("dns:///", "ipv4:", "ipv6:"):
+            if host.startswith(prefix):
+                host = host[len(prefix) :]
+        if host.startswith("["):
+            return host[1 : host.find("]")] if "]" in host else host[1:]
+        return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,36 +283,173 @@ class MagmaSettings:
     root_ca: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
+    files: tuple[Path, ...] = ()
+
+    def connection(self) -> ResolvedConnection:
+        return ResolvedConnection(
+            self.target,
+            not self.proxied,
+            self.authority,
+            self.root_ca,
+            self.client_cert,
+            self.client_key,
+            proxied=self.proxied,
+            files=self.files,
+        )
 
 
-def magma_settings(path: Path, service: str = "streamer") -> MagmaSettings:
-    """Where and how a Magma gateway reaches ``service``, from its control_proxy.yml.
+def magma_settings(
+    path: Path, service: str = "streamer", override: Path | None = CONTROL_PROXY_OVERRIDE
+) -> MagmaSettings:
+    """Where and how a Magma gateway reaches ``service``, as Magma's own client decides it.
 
+    ``path`` (``/etc/magma/control_proxy.yml``) is read with ``override``
+    (``/var/opt/magma/configs/control_proxy.yml``; absent is normal) laid over it key by key.
     Direct mode: TLS to ``cloud_address:cloud_port`` with ``rootca_cert``, ``gateway_cert`` and
-    ``gateway_key``. Proxied mode (``proxy_cloud_connections: true``): plaintext to
-    ``localhost:local_port``, where Magma's control_proxy adds TLS. Both send the
-    ``:authority`` ``<service>-<cloud_address>`` the cloud routes on.
+    ``gateway_key``. Proxied mode (``proxy_cloud_connections`` true, or absent as in Magma):
+    plaintext to ``127.0.0.1:local_port``, where Magma's control_proxy adds TLS. Both send the
+    ``:authority`` ``<service>-<cloud_address>`` the cloud routes on. Keys in neither file take
+    Magma's defaults (MAGMA_DEFAULTS). A relative certificate path is resolved against the
+    directory of the file that set it.
     """
-    cfg = read_control_proxy(path)
-
-    def need(key: str) -> str:
-        value = cfg.get(key, "")
-        if not value:
-            raise RegistryError(f"{path}: missing required key {key!r}")
-        return value
-
-    cloud_address = need("cloud_address")
+    cfg = load_magma_config(path, override)
+    cloud_address, _ = cfg.get("cloud_address")
+    if not cloud_address:
+        read = " or ".join(repr(str(f)) for f in cfg.files)
+        raise RegistryError(f"missing required key 'cloud_address' (in {read})")
     authority = f"{service}-{cloud_address}"
-    proxied = cfg.get("proxy_cloud_connections", "false").lower() in ("true", "yes", "on", "1")
+    flag, _ = cfg.get("proxy_cloud_connections")
+    if flag.lower() in _YAML_TRUE:
+        proxied = True
+    elif flag.lower() in _YAML_FALSE:
+        proxied = False
+    else:
+        raise RegistryError(
+            f"{cfg.where('proxy_cloud_connections')}: expected true or false, got {flag!r}"
+        )
+
+    def port(key: str) -> int:
+        value, _ = cfg.get(key)
+        if not value.isdigit() or not 1 <= int(value) <= 65535:
+            raise RegistryError(f"{cfg.where(key)}: expected a port (1-65535), got {value!r}")
+        return int(value)
+
+    def file(key: str) -> Path:
+        value, source = cfg.get(key)
+        p = Path(value)
+        return p if p.is_absolute() or source is None else source.parent / p
+
     if proxied:
-        return MagmaSettings(path, True, f"localhost:{need('local_port')}", authority)
-    base = path.parent
+        # Magma dials 127.0.0.1 (its service registry's control_proxy address) on local_port.
+        target = f"127.0.0.1:{port('local_port')}"
+        return MagmaSettings(path, True, target, authority, files=cfg.files)
+    host = cloud_address.split(":")[0]  # as Magma's Go registry: a port in cloud_address is ignored
     return MagmaSettings(
         path,
         False,
-        f"{cloud_address}:{need('cloud_port')}",
+        f"{host}:{port('cloud_port')}",
         authority,
-        root_ca=base / need("rootca_cert"),
-        client_cert=base / need("gateway_cert"),
-        client_key=base / need("gateway_key"),
+        root_ca=file("rootca_cert"),
+        client_cert=file("gateway_cert"),
+        client_key=file("gateway_key"),
+        files=cfg.files,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """A connection failure in this project's words: what went wrong, and what to do."""
+
+    cause: str
+    hint: str
+
+    def __str__(self) -> str:
+        return f"{self.cause} (hint: {self.hint})"
+
+
+def diagnose(code: object, details: str, conn: ResolvedConnection | None) -> Diagnosis | None:
+    """Map a failed call (status ``code``, a ``grpc.StatusCode`` or its name, and gRPC's
+    ``details`` text) and the connection settings to a one-line cause and a hint; None when the
+    failure is not a connection problem this knows (the server's own answers, deadlines, ...).
+
+    Pure: works on the text gRPC gives (grpcio 1.60 to 1.85 word some of these differently).
+    """
+    name = getattr(code, "name", code)
+    if name != "UNAVAILABLE" or not details:
+        return None
+    text = details
+    target = conn.target if conn is not None else "the server"
+    tls = conn.tls if conn is not None else "Ssl handshake" in text or "Tls handshake" in text
+    root_ca = f"root_ca {str(conn.root_ca)!r}" if conn is not None and conn.root_ca else None
+    anchor = root_ca or "the system trust store"
+    connecting = "failed to connect to all addresses" in text
+    if "WRONG_VERSION_NUMBER" in text:
+        return Diagnosis(
+            f"{target} answered in plaintext, but TLS is configured",
+            "point the target at the server's TLS port, or (loopback only) configure plaintext",
+        )
+    if "certificate has expired" in text:
+        return Diagnosis(
+            f"the server certificate of {target} has expired",
+            "renew the server's certificate (and check this machine's clock)",
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        older = "" if "unable to get local issuer" in text else " (or it has expired)"
+        return Diagnosis(
+            f"the server certificate of {target} is not signed by {anchor}{older}",
+            "set root_ca to the CA that signed the cloud's certificate"
+            if root_ca is None
+            else f"check that {root_ca} is the CA that signed the cloud's certificate",
+        )
+    if (
+        "Hostname Verification" in text
+        or "is not in peer certificate" in text
+        or "No match found for server name" in text
+    ):
+        checked = conn.checked_name() if conn is not None else "the target host"
+        return Diagnosis(
+            f"the server certificate of {target} is not valid for the name checked, {checked!r}",
+            "set [cloud] authority to a name in the server's certificate, or give the server a "
+            f"certificate for {checked!r}",
+        )
+    if connecting and ("Socket closed" in text or "Connection reset" in text):
+        if not tls:
+            return Diagnosis(
+                f"{target} closed the connection: it probably expects TLS, but plaintext is "
+                "configured",
+                "configure TLS (root_ca, client_cert/client_key) for this target",
+            )
+        if conn is not None and conn.client_cert is None:
+            return Diagnosis(
+                f"{target} closed the connection during the TLS handshake: it probably "
+                "requires a client certificate and none is configured",
+                "set client_cert and client_key (the gateway's certificate and key)",
+            )
+        cert = f" {str(conn.client_cert)!r}" if conn is not None and conn.client_cert else ""
+        return Diagnosis(
+            f"{target} closed the connection during the TLS handshake: it refused the client "
+            f"certificate{cert}",
+            "the server must trust the CA that signed the client certificate; check the "
+            "certificate has not expired and is the one the cloud registered",
+        )
+    if "Connection refused" in text:
+        return Diagnosis(
+            f"connection to {target} refused: nothing listens there",
+            "check the target's host and port and that the server (or Magma's control_proxy) "
+            "is running",
+        )
+    if "No route to host" in text or "Network is unreachable" in text:
+        return Diagnosis(
+            f"no route to {target}",
+            "check this machine's network, routes and firewall towards the cloud",
+        )
+    if (
+        "DNS resolution failed" in text
+        or "Domain name not found" in text
+        or ("errors resolving" in text)
+    ):
+        return Diagnosis(
+            f"cannot resolve the host name of {target}",
+            "check the host name (cloud_address / target) and this machine's DNS",
+        )
+    return None

@@ -345,10 +345,15 @@ def describe_error(error: BaseException) -> str:
     if callable(code) and callable(details):
         try:
             c = code()
-            text = f"RPC failed: {getattr(c, 'name', c)}: {details()}"
+            # StreamRpcError: a connection failure explained in this project's words
+            diagnosis = getattr(error, "diagnosis", None)
+            shown = diagnosis if diagnosis is not None else details()
+            text = f"RPC failed: {getattr(c, 'name', c)}: {shown}"
         except Exception:  # a non-call RpcError
             pass
         else:
+            if diagnosis is not None:
+                return text
             hint = getattr(error, "hint", "")  # StreamRpcError: e.g. which limit to raise
             return f"{text} ({hint})" if hint else text
     return f"{type(error).__name__}: {error}"

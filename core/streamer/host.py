@@ -82,7 +82,7 @@ def build_registry(config: Config) -> GatewayRegistry:
         "max_reconnect_backoff": config.streaming.backoff_max,
     }
     if cloud.control_proxy is not None:
-        return MagmaRegistry(cloud.control_proxy, **common)
+        return MagmaRegistry(cloud.control_proxy, override=cloud.control_proxy_override, **common)
     assert cloud.target is not None
     tls = (
         TLSConfig(root_ca=cloud.root_ca, client_cert=cloud.client_cert, client_key=cloud.client_key)

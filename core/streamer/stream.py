@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 
 from streamer._workers import WorkerPool
 from streamer.backoff import Backoff, BackoffState
+from streamer.connection import Diagnosis, ResolvedConnection, diagnose
 from streamer.events import Decision, NullObserver, StreamObserver, StreamState
 from streamer.listener import Listener
 from streamer.logs import escape
@@ -61,7 +62,13 @@ _OVER_LIMIT = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
 class StreamRpcError(grpc.aio.AioRpcError):
     """A failed GetUpdates call as ``report_error`` receives it: the gRPC error (same
     ``code()``, ``details()``, metadata; the original is ``__cause__``) whose ``str()`` names
-    the stream and, for a message over the receive limit, the limit and how to raise it."""
+    the stream and, for a message over the receive limit, the limit and how to raise it.
+
+    ``diagnosis`` is set for connection failures this project can explain (TLS, refused,
+    DNS, ...; see ``streamer.connection.diagnose``); ``str()`` then gives its cause and hint
+    instead of gRPC's text, which stays in ``details()``."""
+
+    diagnosis: Diagnosis | None = None
 
     def __init__(
         self,
@@ -77,7 +84,12 @@ class StreamRpcError(grpc.aio.AioRpcError):
         self.stream = stream
 
     @classmethod
-    def wrap(cls, stream: str, error: grpc.aio.AioRpcError) -> StreamRpcError:
+    def wrap(
+        cls,
+        stream: str,
+        error: grpc.aio.AioRpcError,
+        connection: ResolvedConnection | None = None,
+    ) -> StreamRpcError:
         out = cls(
             error.code(),
             error.initial_metadata(),
@@ -87,11 +99,15 @@ class StreamRpcError(grpc.aio.AioRpcError):
             stream=stream,
         )
         out.__cause__ = error
+        out.diagnosis = diagnose(error.code(), error.details() or "", connection)
         return out
 
     @property
     def hint(self) -> str:
-        """What to do about it, when known (a message over the receive limit); else ""."""
+        """What to do about it, when known (a message over the receive limit, a diagnosed
+        connection failure); else ""."""
+        if self.diagnosis is not None:
+            return self.diagnosis.hint
         over = _OVER_LIMIT.search(self.details() or "")
         if self.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and over:
             return (
@@ -101,7 +117,10 @@ class StreamRpcError(grpc.aio.AioRpcError):
         return ""
 
     def __str__(self) -> str:
-        text = f"stream {self.stream!r}: GetUpdates failed: {self.code().name}: {self.details()}"
+        head = f"stream {self.stream!r}: GetUpdates failed: {self.code().name}"
+        if self.diagnosis is not None:
+            return f"{head}: {self.diagnosis}"
+        text = f"{head}: {self.details()}"
         hint = self.hint
         return f"{text} ({hint})" if hint else text
 
@@ -183,8 +202,10 @@ class StreamRunner:
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        connection: ResolvedConnection | None = None,
     ) -> None:
         self.listener = listener
+        self._connection = connection  # to explain connection failures
         self.name: str = listener.name
         self._channel_for = channel_for
         self._interval = streaming_interval
@@ -355,7 +376,7 @@ class StreamRunner:
                     if self._stopping:
                         return Step(Action.STOP)
                     if isinstance(exc, grpc.aio.AioRpcError):
-                        exc = StreamRpcError.wrap(self.name, exc)
+                        exc = StreamRpcError.wrap(self.name, exc, self._connection)
                     return await self._decide(Event.CALL_FAILED, exc)
                 if batch is grpc.aio.EOF:  # type: ignore[attr-defined]
                     return decide(Event.CALL_ENDED)
