@@ -103,15 +103,29 @@ class RotatingCredentials:
         self.credentials = _credentials(self._good)
         self.generation = 0
         self._problem: str | None = None
+        self._bad: Material | None = None  # content last found unusable (warned about)
+
+    def _paths(self) -> tuple[Path | None, Path | None, Path | None]:
+        return self.tls.root_ca, self.tls.client_key, self.tls.client_cert
 
     def _load(self) -> Material:
         return load_tls_files(self.tls.root_ca, self.tls.client_cert, self.tls.client_key)
 
     def refresh(self) -> bool:
-        """True when new material was taken into use."""
+        """True when new material was taken into use. Unchanged content costs three small
+        reads; only new content is parsed and checked."""
+        raw: Material | None
+        try:
+            root, key, cert = (p.read_bytes() if p is not None else None for p in self._paths())
+            raw = (root, key, cert)
+        except OSError:
+            raw = None  # _load() says what is wrong
+        if raw is not None and (raw == self._good or raw == self._bad):
+            return False
         try:
             material = self._load()
         except RegistryError as exc:
+            self._bad = raw
             if str(exc) != self._problem:
                 self._problem = str(exc)
                 log.warning(
@@ -126,7 +140,7 @@ class RotatingCredentials:
         changed = [
             str(path)
             for path, old, new in zip(
-                (self.tls.root_ca, self.tls.client_key, self.tls.client_cert),
+                self._paths(),
                 self._good,
                 material,
                 strict=True,
