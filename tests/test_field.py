@@ -354,6 +354,43 @@ async def test_same_content_rewritten_keeps_the_channel(
     await registry.close()
 
 
+async def test_old_connections_closed_once_idle_open_calls_kept(
+    pki: PKI, gateway_files: tuple[Path, Path]
+) -> None:
+    """After a rotation, a channel with an open call keeps working; one gRPC has put to sleep
+    (no calls) is closed when the registry next hands out a channel."""
+    crt_path, key_path = gateway_files
+    async with IdentityServer(tls=pki.server_tls()) as server:
+
+        async def hold(call: CallHandle) -> None:
+            await call.push({"n": b"1"}, resync=True)
+
+        server.default = hold
+        registry = StaticRegistry(server.address, tls=TLSConfig(pki.ca_pem, crt_path, key_path))
+        busy = registry.get_channel("streamer", 0)
+        call = busy.unary_stream(
+            "/magma.orc8r.Streamer/GetUpdates",
+            request_serializer=StreamRequest.SerializeToString,
+            response_deserializer=DataUpdateBatch.FromString,
+        )(StreamRequest(stream_name="held"))
+        assert len((await call.read()).updates) == 1
+        idle = registry.get_channel("streamer", 1)  # never used: IDLE
+        cert, key = pki.gateway("gateway-2")
+        key_path.write_bytes(key)
+        crt_path.write_bytes(cert)
+        assert registry.get_channel("streamer", 0) is not busy
+        assert registry.get_channel("streamer", 1) is not idle
+        await eventually(
+            lambda: idle.get_state() is grpc.ChannelConnectivity.SHUTDOWN, "the idle one closed"
+        )
+        assert busy.get_state() is grpc.ChannelConnectivity.READY
+        await server.calls[0].push({"more": b"2"})
+        assert [u.key for u in (await call.read()).updates] == ["more"]
+        call.cancel()
+        await registry.close()
+        assert busy.get_state() is grpc.ChannelConnectivity.SHUTDOWN  # close() takes all
+
+
 # -- §4 connection problems explained ----------------------------------------------------------
 
 

@@ -231,6 +231,7 @@ class StaticRegistry:
         self._channels: dict[tuple[str, int, int], tuple[asyncio.AbstractEventLoop, Any, int]] = {}
         # Channels made with older TLS material: open calls may still use them.
         self._retired: list[tuple[asyncio.AbstractEventLoop, Any]] = []
+        self._closing: set[asyncio.Task[None]] = set()
 
     def get_channel(self, service: str, shard: int = 0) -> grpc.aio.Channel:
         """The channel for a new call. Re-checks the TLS files first (see the module doc)."""
@@ -265,7 +266,9 @@ class StaticRegistry:
         for owner, channel in self._retired:
             idle = grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.SHUTDOWN
             if owner is loop and channel.get_state(try_to_connect=False) in idle:
-                loop.create_task(channel.close())
+                task = loop.create_task(channel.close())
+                self._closing.add(task)  # the loop keeps only a weak reference
+                task.add_done_callback(self._closing.discard)
             else:
                 keep.append((owner, channel))
         self._retired = keep
