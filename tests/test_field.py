@@ -578,3 +578,18 @@ async def test_grpc_core_log_lines_silenced_unless_asked_for(
         code, loud = await run_cli("check", "--connect", "--config", str(cfg), env=env)
         assert code == 2
         assert core_line.search(loud), loud  # the user asked: respected
+
+
+async def test_check_connect_bounds_the_wait_for_a_silent_server(
+    connect_config: Any, sink_site: Path
+) -> None:
+    async with ScriptedServer("127.0.0.1:0") as server:  # accepts calls, never answers
+        cfg = connect_config(server.address, ["subs"])
+        env = streamer_env(sink_site)
+        code, out = await run_cli(
+            "check", "--connect", "--timeout", "0.5", "--config", str(cfg), env=env
+        )
+        assert code == 2, out
+        assert "stream subs: PROBLEM: no answer within 0.5 s" in out
+        assert len(server.calls) == 1
+        await server.calls[0].wait_closed()  # and the call was cancelled, not left open

@@ -523,6 +523,16 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         return f"{text} (default: {default})"
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 86400, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamer",
@@ -573,7 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also connect: TLS handshake and one GetUpdates per enabled stream",
     )
     chk.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait per stream (--connect)"
+        "--timeout",
+        type=_positive_seconds,
+        default=10.0,
+        help="seconds to wait per stream with --connect",
     )
     chk.add_argument("--json", action="store_true", help="machine-readable report")
     chk.set_defaults(func=cmd_check)
