@@ -26,6 +26,7 @@ from streamer.config import load_config
 from streamer.connection import Diagnosis, ResolvedConnection, diagnose
 from streamer.hooks import describe_error
 from streamer.host import Host
+from streamer.metrics import _describe, error_kind
 from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
 from streamer.registry import TLSConfig
 from streamer.server import ServerTLS
@@ -453,6 +454,10 @@ async def test_refused_and_unresolvable_targets_explained() -> None:
     line = describe_error(error)
     assert line.startswith(f"RPC failed: UNAVAILABLE: connection to 127.0.0.1:{port} refused")
     assert "(hint: " in line and "failed to connect to all addresses" not in line
+    # ... and so does the stream's last_error in /status and `streamer status`.
+    assert _describe(error_kind(error), error) == (
+        f"UNAVAILABLE: connection to 127.0.0.1:{port} refused: nothing listens there"
+    )
     error = await first_error(StaticRegistry("no-such-host.invalid:443", tls=TLSConfig()))
     assert error.diagnosis is not None
     assert error.diagnosis.cause == "cannot resolve the host name of no-such-host.invalid:443"

@@ -117,8 +117,9 @@ def _describe(kind: str, error: BaseException) -> str:
         text = f"{kind}: {error}"
     else:
         details = getattr(error, "details", None)
+        diagnosis = getattr(error, "diagnosis", None)  # a connection failure, explained
         try:
-            more = details() if callable(details) else None
+            more = diagnosis.cause if diagnosis else details() if callable(details) else None
         except Exception:
             more = None
         text = f"{kind}: {more}" if more else kind
