@@ -340,7 +340,8 @@ async def test_half_written_pair_is_never_used_and_warned_once(
 async def test_same_content_rewritten_keeps_the_channel(
     pki: PKI, gateway_files: tuple[Path, Path]
 ) -> None:
-    """Only content counts: rewriting the same bytes (a new mtime) reuses the channel."""
+    """Only content counts: rewriting the same bytes (a new mtime) reuses the channel; new
+    content in the pair or in root_ca gives the next call a new one."""
     crt_path, key_path = gateway_files
     registry = StaticRegistry("127.0.0.1:1", tls=TLSConfig(pki.ca_pem, crt_path, key_path))
     first = registry.get_channel("streamer")
@@ -352,6 +353,10 @@ async def test_same_content_rewritten_keeps_the_channel(
     second = registry.get_channel("streamer")
     assert second is not first
     assert registry.get_channel("streamer") is second
+    # The trust anchor is followed too (a CA bundle gaining the next CA).
+    pki.ca_pem.write_bytes(pki.ca_pem.read_bytes() + pem(issue("next-ca", ca=True)[0]))
+    third = registry.get_channel("streamer")
+    assert third is not second and registry.get_channel("streamer") is third
     await registry.close()
 
 
