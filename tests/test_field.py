@@ -23,7 +23,8 @@ from cryptography import x509
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
 from streamer.config import load_config
-from streamer.connection import Diagnosis, ResolvedConnection, diagnose
+from streamer.connection import ResolvedConnection
+from streamer.diagnose import Diagnosis, diagnose
 from streamer.hooks import describe_error
 from streamer.host import Host
 from streamer.metrics import _describe, error_kind

@@ -1,7 +1,7 @@
 """``streamer check --connect``: open the configured connection and one GetUpdates per stream.
 
 Each call is read until its response headers or first batch arrive, then cancelled; nothing is
-handed to a listener. A failure is explained with ``streamer.connection.diagnose``.
+handed to a listener. A failure is explained with ``streamer.diagnose``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 
-from streamer.connection import ResolvedConnection, diagnose
+from streamer.connection import ResolvedConnection
+from streamer.diagnose import diagnose
 from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
 from streamer.registry import GatewayRegistry
 from streamer.stream import METHOD

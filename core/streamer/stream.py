@@ -25,7 +25,8 @@ from google.protobuf.message import Message
 
 from streamer._workers import WorkerPool
 from streamer.backoff import Backoff, BackoffState
-from streamer.connection import Diagnosis, ResolvedConnection, diagnose
+from streamer.connection import ResolvedConnection
+from streamer.diagnose import Diagnosis, diagnose
 from streamer.events import Decision, NullObserver, StreamObserver, StreamState
 from streamer.listener import Listener
 from streamer.logs import escape
@@ -65,7 +66,7 @@ class StreamRpcError(grpc.aio.AioRpcError):
     the stream and, for a message over the receive limit, the limit and how to raise it.
 
     ``diagnosis`` is set for connection failures this project can explain (TLS, refused,
-    DNS, ...; see ``streamer.connection.diagnose``); ``str()`` then gives its cause and hint
+    DNS, ...; see ``streamer.diagnose``); ``str()`` then gives its cause and hint
     instead of gRPC's text, which stays in ``details()``."""
 
     diagnosis: Diagnosis | None = None
