@@ -604,3 +604,12 @@ async def test_check_connect_bounds_the_wait_for_a_silent_server(
         assert "stream subs: PROBLEM: no answer within 0.5 s" in out
         assert len(server.calls) == 1
         await server.calls[0].wait_closed()  # and the call was cancelled, not left open
+
+
+async def test_tap_explains_a_connection_failure(connect_config: Any, sink_site: Path) -> None:
+    port = free_port()
+    cfg = connect_config(f"127.0.0.1:{port}", ["subs"])
+    code, out = await run_cli("tap", "subs", "--config", str(cfg), env=streamer_env(sink_site))
+    assert code == 1, out
+    assert f"streamer tap: subs: UNAVAILABLE: connection to 127.0.0.1:{port} refused" in out
+    assert "failed to connect to all addresses" not in out

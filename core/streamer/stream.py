@@ -33,7 +33,15 @@ from streamer.logs import escape
 from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
 from streamer.supervisor import Action, Event, Step, Wait, decide, error_to_report
 
-__all__ = ["ListenerFault", "Sleep", "StreamRpcError", "StreamRunner", "contain", "pack_extra_args"]
+__all__ = [
+    "ListenerFault",
+    "Sleep",
+    "StreamRpcError",
+    "StreamRunner",
+    "contain",
+    "pack_extra_args",
+    "set_extra_args",
+]
 
 log = logging.getLogger("streamer.stream")
 
@@ -55,6 +63,15 @@ def pack_extra_args(value: object) -> any_pb2.Any | None:
         "get_extra_args() must return a protobuf message, a google.protobuf.Any or None, "
         f"got {type(value).__name__}"
     )
+
+
+def set_extra_args(request: StreamRequest, extra: any_pb2.Any | None) -> None:
+    """Put ``extra`` in ``request.extra_args`` by value (``type_url``, ``value``), never with
+    ``CopyFrom``: the wire messages live in their own descriptor pool (see streamer.proto), so
+    an ``Any`` from protobuf's default pool is another class."""
+    if extra is not None:
+        request.extra_args.type_url = extra.type_url
+        request.extra_args.value = extra.value
 
 
 _OVER_LIMIT = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
@@ -328,9 +345,7 @@ class StreamRunner:
         if self._stopping:
             return Step(Action.STOP)
         request = StreamRequest(gatewayId=self._gateway_id, stream_name=self.name)
-        if extra is not None:  # by value: the Any may come from another descriptor pool
-            request.extra_args.type_url = extra.type_url
-            request.extra_args.value = extra.value
+        set_extra_args(request, extra)
         channel = self._channel_for()
         call: grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch] = channel.unary_stream(
             METHOD,

@@ -19,9 +19,11 @@ import grpc
 import grpc.aio
 from google.protobuf import wrappers_pb2
 
+from streamer.connection import ResolvedConnection
+from streamer.diagnose import diagnose
 from streamer.digest import Digester
 from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
-from streamer.stream import METHOD, pack_extra_args
+from streamer.stream import METHOD, pack_extra_args, set_extra_args
 
 if TYPE_CHECKING:
     from streamer.registry import GatewayRegistry
@@ -111,11 +113,12 @@ async def tap(
 ) -> int:
     """Print ``stream``'s batches until cancelled; 1 when a call fails, after printing why."""
     view = TapView(stream, values=values, as_json=as_json)
+    connection: ResolvedConnection | None = getattr(registry, "connection", None)
     channel = registry.get_channel(service)
     try:
         while True:
             request = StreamRequest(gatewayId=gateway_id, stream_name=stream)
-            request.extra_args.CopyFrom(view.extra_args())
+            set_extra_args(request, view.extra_args())
             call = channel.unary_stream(
                 METHOD,
                 request_serializer=StreamRequest.SerializeToString,
@@ -126,11 +129,9 @@ async def tap(
                     view.apply(batch)
                     print(view.render(batch, time.time()), file=out, flush=True)
             except grpc.aio.AioRpcError as exc:
-                print(
-                    f"streamer tap: {stream}: {exc.code().name}: {_safe(exc.details() or '')}",
-                    file=err,
-                    flush=True,
-                )
+                found = diagnose(exc.code(), exc.details() or "", connection)
+                why = str(found) if found is not None else _safe(exc.details() or "")
+                print(f"streamer tap: {stream}: {exc.code().name}: {why}", file=err, flush=True)
                 return 1
             finally:
                 call.cancel()
