@@ -9,6 +9,7 @@ test; the CLI runs in a child process.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import re
@@ -562,6 +563,14 @@ async def test_check_connect_reports_each_stream_and_exits_2_on_a_problem(
         assert code == 2, out
         assert "stream subs: OK" in out
         assert "stream nosuch: PROBLEM: UNAVAILABLE: stream nosuch does not exist" in out
+        code, out = await run_cli("check", "--connect", "--json", "--config", str(cfg), env=env)
+        assert code == 2, out
+        doc = json.loads(out)
+        assert doc["ok"] is False
+        assert doc["connection"]["mode"] == "tls" and doc["connection"]["target"] == server.address
+        assert doc["connection"]["client_cert"] == str(crt_path)
+        results = [(r["stream"], r["ok"]) for r in doc["streams"]]
+        assert results == [("subs", True), ("nosuch", False)]
     # Server gone: every stream reports the refused connection, in the project's words.
     code, out = await run_cli("check", "--connect", "--config", str(cfg), env=env)
     assert code == 2
