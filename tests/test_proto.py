@@ -44,7 +44,6 @@ def test_floors_match_pyproject() -> None:
         "importlib-metadata",
         "tomli",
         "prometheus-client",
-        "asyncpg",
         "msgspec",
     )
     for name in names:
