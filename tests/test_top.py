@@ -42,7 +42,7 @@ def test_format_top_shows_backoff_and_escapes_errors() -> None:
     doc = _doc(1, ready=False, state="waiting", backoff=2.5, last_error="UNAVAILABLE: a\nb")
     text = format_top("h:1", doc, None, 0.0, "t")
     row = text.splitlines()[2]
-    assert "2.5s" in row and "UNAVAILABLE: a?b" in row
+    assert "2.5s" in row and "UNAVAILABLE: a\\nb" in row
     assert text.splitlines()[-1] == "not ready: subs"
 
 

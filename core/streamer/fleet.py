@@ -28,6 +28,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from streamer.logs import escape
+from streamer.status import age
+
 __all__ = ["CurrentData", "FleetView", "GatewayStream", "format_fleet", "identify"]
 
 _STATES = ("in sync", "delivered", "behind")
@@ -203,19 +206,6 @@ class FleetView:
         return ("\n".join(lines) + "\n").encode(), "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _age(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
-def _printable(text: str, limit: int = 40) -> str:
-    out = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
-    return out + ("..." if len(text) > limit else "")
-
-
 def format_fleet(doc: dict[str, Any]) -> str:
     """The ``streamer fleet`` table: one row per (gateway, stream), then totals per stream."""
     header = ("STREAM", "GATEWAY", "BY", "STATE", "SINCE", "LAST SEEN", "CALLS")
@@ -223,12 +213,12 @@ def format_fleet(doc: dict[str, Any]) -> str:
     for g in doc.get("gateways", []):
         rows.append(
             (
-                _printable(str(g.get("stream", "?"))),
-                _printable(str(g.get("gateway", "?"))),
+                escape(str(g.get("stream", "?")), 40),
+                escape(str(g.get("gateway", "?")), 40),
                 str(g.get("identity", "?")),
                 str(g.get("state", "?")),
-                _age(float(g.get("since_s", 0))),
-                _age(float(g.get("last_seen_s", 0))) + " ago",
+                age(float(g.get("since_s", 0)), ""),
+                age(float(g.get("last_seen_s", 0))),
                 str(g.get("open_calls", 0)),
             )
         )

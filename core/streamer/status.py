@@ -378,14 +378,16 @@ def fetch_status(address: str, timeout: float = 5.0) -> dict[str, Any]:
     return doc
 
 
-def _age(seconds: object) -> str:
+def age(seconds: object, suffix: str = " ago") -> str:
+    """``3.9s ago``, ``2.5m ago``, ``1.2h ago`` (or with another ``suffix``); ``never`` for a
+    missing value. Shared by ``status``, ``top`` and ``fleet``."""
     if not isinstance(seconds, (int, float)):
         return "never"
     if seconds < 60:
-        return f"{seconds:.1f}s ago"
+        return f"{seconds:.1f}s{suffix}"
     if seconds < 3600:
-        return f"{seconds / 60:.1f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
+        return f"{seconds / 60:.1f}m{suffix}"
+    return f"{seconds / 3600:.1f}h{suffix}"
 
 
 def format_status(doc: dict[str, Any]) -> str:
@@ -404,7 +406,7 @@ def format_status(doc: dict[str, Any]) -> str:
                 str(s.get("stream", "?")),
                 str(s.get("plugin") or "-"),
                 state,
-                _age(s.get("last_batch_age_s")),
+                age(s.get("last_batch_age_s")),
                 str(s.get("updates", 0)),
                 str(s.get("errors", 0)),
                 str(s.get("last_error") or "-"),

@@ -22,6 +22,7 @@ from google.protobuf import wrappers_pb2
 from streamer.connection import ResolvedConnection
 from streamer.diagnose import diagnose
 from streamer.digest import Digester
+from streamer.logs import escape
 from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
 from streamer.stream import METHOD, pack_extra_args, set_extra_args
 
@@ -29,14 +30,6 @@ if TYPE_CHECKING:
     from streamer.registry import GatewayRegistry
 
 __all__ = ["TapView", "tap"]
-
-# A key shown in a terminal is network text: escape what could forge a line or move the cursor.
-_MAX_SHOWN = 200
-
-
-def _safe(text: str, limit: int = _MAX_SHOWN) -> str:
-    out = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text[:limit])
-    return out + (f"... ({len(text)} chars)" if len(text) > limit else "")
 
 
 class TapView:
@@ -84,11 +77,11 @@ class TapView:
         ]
         for u in batch.updates:
             if not u.value:
-                lines.append(f"  - {_safe(u.key)}")
+                lines.append(f"  - {escape(u.key)}")
                 continue
-            line = f"  + {_safe(u.key)} ({len(u.value)} B)"
+            line = f"  + {escape(u.key)} ({len(u.value)} B)"
             if self.values:
-                line += " = " + _safe(u.value.decode("utf-8", "backslashreplace"), 10_000)
+                line += " = " + escape(u.value.decode("utf-8", "backslashreplace"), 10_000)
             lines.append(line)
         return "\n".join(lines)
 
@@ -130,7 +123,7 @@ async def tap(
                     print(view.render(batch, time.time()), file=out, flush=True)
             except grpc.aio.AioRpcError as exc:
                 found = diagnose(exc.code(), exc.details() or "", connection)
-                why = str(found) if found is not None else _safe(exc.details() or "")
+                why = str(found) if found is not None else escape(exc.details() or "")
                 print(f"streamer tap: {stream}: {exc.code().name}: {why}", file=err, flush=True)
                 return 1
             finally:

@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from streamer.status import HostUnreachable
+from streamer.logs import escape
+from streamer.status import HostUnreachable, age
 
 __all__ = ["format_top", "watch"]
 
@@ -18,21 +19,6 @@ __all__ = ["format_top", "watch"]
 CLEAR = "\x1b[H\x1b[2J"
 
 Doc = Mapping[str, Any]
-
-
-def _age(seconds: object) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "never"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
-def _printable(text: str, limit: int = 60) -> str:
-    out = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
-    return out + ("..." if len(text) > limit else "")
 
 
 def format_top(address: str, doc: Doc, previous: Doc | None, elapsed: float, stamp: str) -> str:
@@ -55,15 +41,15 @@ def format_top(address: str, doc: Doc, previous: Doc | None, elapsed: float, sta
         backoff = s.get("backoff") or 0
         rows.append(
             (
-                _printable(name, 40),
+                escape(name, 40),
                 str(s.get("plugin") or "-"),
                 str(s.get("state", "?")),
                 rate,
-                _age(s.get("last_batch_age_s")),
+                age(s.get("last_batch_age_s"), ""),
                 str(s.get("updates", 0)),
                 str(s.get("errors", 0)),
                 f"{backoff:.1f}s" if backoff else "-",
-                _printable(str(s.get("last_error") or "-")),
+                escape(str(s.get("last_error") or "-"), 60),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
