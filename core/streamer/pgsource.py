@@ -373,10 +373,7 @@ class PostgresSource(StreamStore):
         if not reload and held is not None and held >= version:
             return
         if reload or held is None or held < floor:
-            data = await conn.fetch(
-                "SELECT key, value FROM streamer_data WHERE stream = $1", stream
-            )
-            self.apply(stream, {r["key"]: bytes(r["value"]) for r in data}, replace=True)
+            await self._reload(conn, stream)
             self._pg_versions[stream] = version
             return
         changed = await conn.fetch(
@@ -386,10 +383,7 @@ class PostgresSource(StreamStore):
         )
         keys = {r["key"] for r in changed}
         if None in keys:  # TRUNCATE: reload the stream whole
-            data = await conn.fetch(
-                "SELECT key, value FROM streamer_data WHERE stream = $1", stream
-            )
-            self.apply(stream, {r["key"]: bytes(r["value"]) for r in data}, replace=True)
+            await self._reload(conn, stream)
         elif keys:
             current = await conn.fetch(
                 "SELECT key, value FROM streamer_data WHERE stream = $1 AND key = ANY($2::text[])",
@@ -400,6 +394,12 @@ class PostgresSource(StreamStore):
             values.update({r["key"]: bytes(r["value"]) for r in current})
             self.apply(stream, values)
         self._pg_versions[stream] = version
+
+    async def _reload(self, conn: asyncpg.Connection, stream: str) -> None:
+        """Make the held copy of ``stream`` exactly the table's rows (only the differences
+        reach push calls)."""
+        data = await conn.fetch("SELECT key, value FROM streamer_data WHERE stream = $1", stream)
+        self.apply(stream, {r["key"]: bytes(r["value"]) for r in data}, replace=True)
 
     # -- pruning -------------------------------------------------------------------------
 
