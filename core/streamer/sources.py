@@ -123,8 +123,9 @@ class _Stream:
         self.floor = version  # log entries with version <= floor may be missing
         self.log: deque[tuple[int, str]] = deque()
         self.snap: Snapshot | None = None
-        # Changes up to ``version``, by the version they start from: the push calls that wait
-        # on one stream mostly wait at the same version, and share one Changes (and batch).
+        # Changes up to ``version``, by the version they start from (cleared when ``version``
+        # moves): the push calls that wait on one stream mostly wait at the same version, and
+        # share one Changes (and batch).
         self.diffs: dict[int, Changes] = {}
 
 
@@ -234,6 +235,7 @@ class StreamStore:
             if changed:
                 self._version += 1
                 st.version = self._version
+                st.diffs.clear()  # every memoized Changes ended at the old version
             for key, value in changed:
                 old = st.data.get(key)
                 if old is not None:
@@ -266,10 +268,10 @@ class StreamStore:
 
     def _collect(self, st: _Stream, since: int) -> Changes:
         cached = st.diffs.get(since)
-        if cached is not None and cached.version == st.version:
+        if cached is not None:
             return cached
-        if len(st.diffs) > 64 or (cached is not None):
-            st.diffs = {k: c for k, c in st.diffs.items() if c.version == st.version}
+        if len(st.diffs) >= 64:  # calls spread over many versions: keep the memo bounded
+            st.diffs.clear()
         if since < st.floor:
             changes = Changes(st.version, True, tuple(st.data.items()))
         else:
