@@ -131,8 +131,8 @@ class FleetView:
         for r in old:
             del self._rows[(r.gateway, r.stream)]
 
-    def _state(self, row: GatewayStream) -> str:
-        current = self._data.current(row.stream)
+    @staticmethod
+    def _state(row: GatewayStream, current: tuple[int, str] | None) -> str:
         if current is None:
             return "behind"
         version, digest = current
@@ -146,8 +146,11 @@ class FleetView:
             return "delivered"
         return "behind"
 
-    def _restate(self, row: GatewayStream, now: float) -> None:
-        state = self._state(row)
+    def _restate(
+        self, row: GatewayStream, now: float, current: tuple[int, str] | None = None
+    ) -> None:
+        """``current``: the stream's (version, digest) when the caller already has it."""
+        state = self._state(row, current or self._data.current(row.stream))
         if state != row.state:
             row.state, row.since = state, now
 
@@ -157,8 +160,10 @@ class FleetView:
         """Every (gateway, stream), states brought up to date with the data as it is now."""
         now = self._clock()
         with self._lock:
+            # One digest per stream, not one per (gateway, stream): a stream has many gateways.
+            current = {stream: self._data.current(stream) for _, stream in self._rows}
             for row in self._rows.values():
-                self._restate(row, now)
+                self._restate(row, now, current[row.stream])
             return sorted(
                 (GatewayStream(**vars(r)) for r in self._rows.values()),
                 key=lambda r: (r.stream, r.gateway),
