@@ -25,6 +25,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,17 @@ B10_P99_TARGET_MS = 250.0
 
 
 # -- the gateways' process ---------------------------------------------------------------------
+
+
+async def _commands() -> AsyncIterator[str]:
+    """Say "ready", then yield each line the benchmark process sends until "quit" or EOF."""
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line or line.strip() == "quit":
+            return
+        yield line
 
 
 async def _client_fanout(addresses: list[str], n: int, stream: str) -> None:
@@ -77,12 +89,7 @@ async def _client_fanout(addresses: list[str], n: int, stream: str) -> None:
         tasks.append(asyncio.create_task(read(i, channels[key])))
     while not all(ready):
         await asyncio.sleep(0.01)
-    print("ready", flush=True)
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line or line.strip() == "quit":
-            break
+    async for line in _commands():
         _, token = line.split()
         arrivals[token] = [None] * n
         deadline = time.monotonic() + 30
@@ -134,12 +141,7 @@ async def _client_mirror(addresses: list[str], n: int) -> None:
     ]
     while any(not m.data for m in listeners):  # every stream has its first snapshot
         await asyncio.sleep(0.01)
-    print("ready", flush=True)
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line or line.strip() == "quit":
-            break
+    async for _ in _commands():
         digests = {m.name: snapshot_digest(m.data.items()) for m in listeners}
         print(json.dumps(digests), flush=True)
     for c in clients:
