@@ -44,7 +44,7 @@ from streamer_files._names import (
     sidecar_name,
 )
 
-from streamer.digest import Digester
+from streamer.wire.digest import Digester
 
 __all__ = ["FileStore", "StoreLockedError", "read_stream", "stream_path"]
 
@@ -174,7 +174,7 @@ class FileStore:
         return self._gen_dir(self._gen)
 
     def digest(self) -> str:
-        """:func:`streamer.digest.snapshot_digest` of what the sink holds."""
+        """:func:`streamer.wire.digest.snapshot_digest` of what the sink holds."""
         return self._digester.hexdigest()
 
     def keys(self) -> set[str]:

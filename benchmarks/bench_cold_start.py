@@ -33,7 +33,7 @@ STREAMER = str(Path(PYTHON).with_name("streamer"))
 BASELINE = "import importlib_metadata; importlib_metadata.entry_points(group='streamer.listeners')"
 NO_GRPC = """
 import json, sys
-from streamer.cli import main
+from streamer.cli.main import main
 codes = {{}}
 for argv in (["check", "--config", {cfg!r}], ["list", "--config", {cfg!r}]):
     codes[argv[0]] = main(argv)

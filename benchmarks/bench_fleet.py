@@ -56,8 +56,8 @@ async def _client_fanout(addresses: list[str], n: int, stream: str) -> None:
     """N raw push calls; on stdin "mark TOKEN" print each call's arrival time of key TOKEN."""
     import grpc.aio
 
-    from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
-    from streamer.server import METHOD
+    from streamer.server.reference import METHOD
+    from streamer.wire.streamer_pb2 import DataUpdateBatch, StreamRequest
 
     per_channel = 90
     channels: dict[tuple[str, int], Any] = {}
@@ -104,8 +104,8 @@ async def _client_mirror(addresses: list[str], n: int) -> None:
     """N streams s0..s{n-1}, one listener each (the project's client); on "dump" print each
     stream's digest."""
     from streamer import StaticRegistry, new_streamer_client
-    from streamer.backoff import Backoff
-    from streamer.digest import snapshot_digest
+    from streamer.client.backoff import Backoff
+    from streamer.wire.digest import snapshot_digest
 
     class Mirror:
         def __init__(self, name: str) -> None:
@@ -313,7 +313,7 @@ async def _b10(quick: bool, procs: int) -> list[Row]:
 async def _b12(quick: bool) -> list[Row]:
     import asyncpg
 
-    from streamer.digest import snapshot_digest
+    from streamer.wire.digest import snapshot_digest
 
     n = 100 if quick else 1000
     write_s = 3.0 if quick else 8.0

@@ -22,7 +22,7 @@ import grpc.aio
 from _common import Idle, Row, ServerProcess, bench_main, fmt, in_turn, parser, percentile, verdict
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
-from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
+from streamer.wire.streamer_pb2 import DataUpdateBatch, StreamRequest
 
 RATE = 100
 SKIP = 5  # the first batches include connection warm-up

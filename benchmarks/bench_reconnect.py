@@ -41,7 +41,7 @@ from _common import (
 )
 
 from streamer import Backoff, StaticRegistry, StreamState, new_streamer_client
-from streamer.events import NullObserver
+from streamer.client.events import NullObserver
 
 WINDOW = 0.1
 MAX_WINDOW_SHARE = 0.20

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Idle, Row, ServerProcess, bench_main, fmt, parser, percentile, verdict
 
 from streamer import StaticRegistry, StreamState, new_streamer_client
-from streamer.events import NullObserver
+from streamer.client.events import NullObserver
 
 TARGET_P99_MS = 50.0
 MAGMA_GO_WORST_S = 20.0

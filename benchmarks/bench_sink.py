@@ -54,7 +54,7 @@ def run(quick: bool, keys: int) -> list[Row]:
         make_snapshots = plugin.make_snapshots
     except (ImportError, AttributeError) as exc:
         return [Row("B9", "sqlite resync", "—", "n/a", f">= {TARGET:g}x", "n/a", repr(exc))]
-    from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
+    from streamer.wire.streamer_pb2 import DataUpdate, DataUpdateBatch
 
     rounds = 3 if quick else 7
     old, new = make_snapshots(keys, CHANGED)

@@ -55,7 +55,7 @@ VARIANTS = {
 async def child_bare(address: str, n: int) -> dict[str, float]:
     import grpc.aio
 
-    from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
+    from streamer.wire.streamer_pb2 import DataUpdateBatch, StreamRequest
 
     rss0 = rss_kib()
     t0 = time.perf_counter()
@@ -80,7 +80,7 @@ async def child_project(
     address: str, n: int, per_channel: int, use_async: bool
 ) -> dict[str, float]:
     from streamer import StaticRegistry, StreamState, new_streamer_client
-    from streamer.events import NullObserver
+    from streamer.client.events import NullObserver
 
     loop = asyncio.get_running_loop()
     all_streaming = asyncio.Event()
@@ -128,8 +128,8 @@ def child_main(args: list[str]) -> None:
     # Import everything the variant needs before the "before" RSS reading.
     import grpc.aio  # noqa: F401
 
-    import streamer.client  # noqa: F401
-    from streamer.proto import streamer_pb2  # noqa: F401
+    import streamer.client.client  # noqa: F401
+    from streamer.wire import streamer_pb2  # noqa: F401
 
     if a.child == "bare":
         out = asyncio.run(child_bare(a.address, a.streams))

@@ -8,7 +8,7 @@ and reports it per 100,000 names:
 - baseline: ``Path(root) / f".tmp-{pid}-{tid}-{ns}"`` 300,000 times (``--quick``: 100,000),
   each turned into the string the old ``write_key`` opened (no file I/O; 3.12's pathlib parses,
   and interns, lazily);
-- project: ``streamer.sources.write_key(root, "s", "k", value)`` 20,000 times (``--quick``:
+- project: ``streamer.server.sources.write_key(root, "s", "k", value)`` 20,000 times (``--quick``:
   5,000; real files on disk, so fewer).
 
 Needs only the standard library and ``core/`` on PYTHONPATH, so bare interpreters work.
@@ -36,7 +36,7 @@ PYTHONS = [
 CHILD = r"""
 import gc, json, os, sys, tempfile, threading, time
 from pathlib import Path
-from streamer.sources import write_key
+from streamer.server.sources import write_key
 
 def rss_kib():
     with open("/proc/self/status") as f:

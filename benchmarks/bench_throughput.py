@@ -34,7 +34,7 @@ from _common import (
 )
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
-from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
+from streamer.wire.streamer_pb2 import DataUpdateBatch, StreamRequest
 
 METHOD = "/magma.orc8r.Streamer/GetUpdates"
 

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Idle, Row, bench_main, fmt, parser, percentile, verdict
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
-from streamer.server import ReferenceServer
-from streamer.sources import MemorySource
+from streamer.server.reference import ReferenceServer
+from streamer.server.sources import MemorySource
 
 PUSH_TARGET_MS = 10.0
 POLL_SLACK_S = 0.05  # one call's round trip on loopback

@@ -24,7 +24,7 @@ import time
 import grpc
 import grpc.aio
 
-from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch, StreamRequest
+from streamer.wire.streamer_pb2 import DataUpdate, DataUpdateBatch, StreamRequest
 
 SERVICE = "magma.orc8r.Streamer"
 _cache: dict[tuple[int, int], bytes] = {}

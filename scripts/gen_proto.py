@@ -1,4 +1,4 @@
-"""Regenerate the committed protobuf modules from core/streamer/proto/streamer.proto.
+"""Regenerate the committed protobuf modules from core/streamer/wire/streamer.proto.
 
 Usage: python scripts/gen_proto.py [--check [--skip-pyi]]
 
@@ -29,8 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "core"
-PROTO = "streamer/proto/streamer.proto"
-TARGET = SRC / "streamer" / "proto"
+PROTO = "streamer/wire/streamer.proto"
+TARGET = SRC / "streamer" / "wire"
 OUTPUTS = ("streamer_pb2.py", "streamer_pb2.pyi")
 MESSAGES = ("StreamRequest", "DataUpdate", "DataUpdateBatch")
 
@@ -85,8 +85,7 @@ def serialized_descriptor(pb2_source: str) -> bytes:
 
 def render(serialized: bytes) -> str:
     classes = "\n".join(
-        f"{name} = _message_factory.GetMessageClass("
-        f"DESCRIPTOR.message_types_by_name[{name!r}])"
+        f"{name} = _message_factory.GetMessageClass(DESCRIPTOR.message_types_by_name[{name!r}])"
         for name in MESSAGES
     )
     return TEMPLATE.format(proto=PROTO, serialized=serialized, classes=classes)
@@ -96,7 +95,7 @@ def generate(out: Path) -> None:
     """Write OUTPUTS into ``out`` (a directory)."""
     with tempfile.TemporaryDirectory() as tmp:
         _protoc(Path(tmp))
-        made = Path(tmp) / "streamer" / "proto"
+        made = Path(tmp) / "streamer" / "wire"
         serialized = serialized_descriptor((made / "streamer_pb2.py").read_text())
         pyi = (made / "streamer_pb2.pyi").read_text()
     out.mkdir(parents=True, exist_ok=True)

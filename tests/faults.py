@@ -29,9 +29,9 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
-from streamer.server import SERVICE
+from streamer.server.reference import SERVICE
 from streamer.testing import ScriptedServer
+from streamer.wire.streamer_pb2 import DataUpdateBatch, StreamRequest
 from tests.helpers import eventually, write_config
 from tests.plugin_fixtures import make_dist
 

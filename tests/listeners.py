@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import wrappers_pb2
 
-from streamer.proto import DataUpdateBatch
+from streamer.wire import DataUpdateBatch
 
 
 class Recorder:

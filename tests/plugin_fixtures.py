@@ -11,7 +11,7 @@ from pathlib import Path
 
 import importlib_metadata
 
-from streamer.plugins import DistributionLike
+from streamer.host.plugins import DistributionLike
 
 GROUP = "streamer.listeners"
 

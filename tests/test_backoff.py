@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from streamer.backoff import Backoff, BackoffState
+from streamer.client.backoff import Backoff, BackoffState
 
 
 def test_sequence_grows_by_multiplier_and_caps() -> None:

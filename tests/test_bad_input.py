@@ -17,12 +17,12 @@ import grpc
 import pytest
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
-from streamer.cli import main as streamer_cli
-from streamer.connection import RegistryError
-from streamer.proto import DataUpdate, DataUpdateBatch, StreamRequest
-from streamer.registry import TLSConfig
-from streamer.stream import StreamRpcError
+from streamer.cli.main import main as streamer_cli
+from streamer.client.connection import RegistryError
+from streamer.client.registry import TLSConfig
+from streamer.client.stream import StreamRpcError
 from streamer.testing import CallHandle, ScriptedServer
+from streamer.wire import DataUpdate, DataUpdateBatch, StreamRequest
 from tests.certs import make_pki
 from tests.faults import RawServer, eventually, write_config
 from tests.listeners import Recorder

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.cli import build_parser
-from streamer.config import LOG_LEVELS
+from streamer.cli.main import build_parser
+from streamer.host.config import LOG_LEVELS
 from tests.helpers import run_cli
 
 

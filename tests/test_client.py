@@ -22,10 +22,10 @@ from streamer import (
     StaticRegistry,
     new_streamer_client,
 )
-from streamer.client import Client
-from streamer.proto import DataUpdate, DataUpdateBatch
-from streamer.supervisor import ListenerDeclined
+from streamer.client.client import Client
+from streamer.client.supervisor import ListenerDeclined
 from streamer.testing import ScriptedServer
+from streamer.wire import DataUpdate, DataUpdateBatch
 from tests.listeners import AsyncRecorder, Blocking, Recorder, RecordingSleep
 
 
@@ -584,7 +584,7 @@ async def test_close_stops_every_stream(streamer_server: ScriptedServer) -> None
 async def test_observer_subclassing_null_observer_still_sees_batches(
     streamer_server: ScriptedServer,
 ) -> None:
-    from streamer.events import NullObserver
+    from streamer.client.events import NullObserver
 
     seen: list[str] = []
 
@@ -602,9 +602,9 @@ async def test_observer_subclassing_null_observer_still_sees_batches(
 
 async def test_stream_is_streaming_when_the_server_accepts_without_data() -> None:
     """A push server whose data matches the sink's digest sends headers but no snapshot."""
-    from streamer.digest import snapshot_digest
-    from streamer.server import ReferenceServer
-    from streamer.sources import MemorySource
+    from streamer.server.reference import ReferenceServer
+    from streamer.server.sources import MemorySource
+    from streamer.wire.digest import snapshot_digest
 
     data = {"k": b"v"}
     server = ReferenceServer(MemorySource({"s1": data}), "push")

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.config import (
+from streamer.client.connection import is_loopback
+from streamer.host.config import (
     CloudConfig,
     Config,
     ConfigError,
@@ -25,7 +26,6 @@ from streamer.config import (
     parse_config,
     split_address,
 )
-from streamer.connection import is_loopback
 
 P = Path("streamer.toml")
 

@@ -16,14 +16,14 @@ import grpc
 import pytest
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
-from streamer.checks import LoadFailed
-from streamer.config import load_config
-from streamer.events import Decision
-from streamer.hooks import PluggyObserver, hookimpl, make_plugin_manager
-from streamer.host import Host
-from streamer.proto import DataUpdateBatch
-from streamer.stream import ListenerFault
+from streamer.client.events import Decision
+from streamer.client.stream import ListenerFault
+from streamer.host.checks import LoadFailed
+from streamer.host.config import load_config
+from streamer.host.host import Host
+from streamer.host.observers import PluggyObserver, hookimpl, make_plugin_manager
 from streamer.testing import CallHandle, ScriptedServer
+from streamer.wire import DataUpdateBatch
 from tests.helpers import RunningHost, eventually, jsonl, streamer_env, write_config
 from tests.listeners import Recorder
 from tests.plugin_fixtures import dists, make_dist
@@ -363,8 +363,8 @@ class EventCollector:
 async def test_listener_raising_its_own_rpc_error_is_not_a_call_failure(
     streamer_server: ScriptedServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from streamer.hooks import LoggingObserver
-    from streamer.metrics import MetricsObserver
+    from streamer.host.observers import LoggingObserver
+    from streamer.observability.metrics import MetricsObserver
     from tests.helpers import free_port
 
     async def data(call: CallHandle) -> None:

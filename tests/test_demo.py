@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.demo import BUILTIN_DATA, DemoPrinter, load_demo_data
-from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
+from streamer.server.demo import BUILTIN_DATA, DemoPrinter, load_demo_data
+from streamer.wire.streamer_pb2 import DataUpdate, DataUpdateBatch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +64,7 @@ def test_demo_shows_updates_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     log_path = workdir / "streamer.log"
     assert f"logs (network's updates are logged by the log plugin): {log_path}" in out
     assert (log_path.stat().st_mode & 0o777) == 0o600
-    assert "streamer.host: streaming 3 stream(s)" in log_path.read_text()
+    assert "streamer.host.host: streaming 3 stream(s)" in log_path.read_text()
 
 
 def _batch(resync: bool, **kv: str) -> DataUpdateBatch:

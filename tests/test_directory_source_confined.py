@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from streamer.sources import DirectorySource, UnknownStreamError, write_key
+from streamer.server.sources import DirectorySource, UnknownStreamError, write_key
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ async def test_symlinked_key_file_outside_is_skipped_with_one_warning(
     root, outside = layout
     os.symlink(outside / "shadow", root / "subs" / "passwd")
     source = DirectorySource(root)
-    caplog.set_level(logging.WARNING, "streamer.server")
+    caplog.set_level(logging.WARNING, "streamer.server.reference")
     for _ in range(3):
         snap = await source.snapshot("subs")
         assert dict(snap.items) == {"imsi1": b"one"}
@@ -49,7 +49,7 @@ async def test_symlinked_stream_dir_outside_is_not_served(
     root, outside = layout
     os.symlink(outside / "stream", root / "stolen")
     source = DirectorySource(root)
-    caplog.set_level(logging.WARNING, "streamer.server")
+    caplog.set_level(logging.WARNING, "streamer.server.reference")
     await source.snapshot("subs")
     await source.snapshot("subs")
     assert source.streams() == ["subs"]

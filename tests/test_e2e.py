@@ -16,8 +16,8 @@ import pytest
 import redis
 from streamer_files import read_stream
 
-from streamer.server import ReferenceServer
-from streamer.sources import MemorySource
+from streamer.server.reference import ReferenceServer
+from streamer.server.sources import MemorySource
 from tests import helpers
 from tests.helpers import RunningHost
 

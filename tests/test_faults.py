@@ -15,10 +15,10 @@ import grpc
 import pytest
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
-from streamer.client import Client
-from streamer.proto import DataUpdate, DataUpdateBatch
-from streamer.stream import StreamRpcError
+from streamer.client.client import Client
+from streamer.client.stream import StreamRpcError
 from streamer.testing import CallHandle, ScriptedServer
+from streamer.wire import DataUpdate, DataUpdateBatch
 from tests.faults import PERMIT_FAST_PINGS, FaultProxy, OptionsScriptedServer
 from tests.helpers import eventually, free_port
 from tests.listeners import Recorder

@@ -23,17 +23,17 @@ import pytest
 from cryptography import x509
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
-from streamer.config import load_config
-from streamer.connection import ResolvedConnection
-from streamer.diagnose import Diagnosis, diagnose
-from streamer.hooks import describe_error
-from streamer.host import Host
-from streamer.metrics import _describe, error_kind
-from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
-from streamer.registry import TLSConfig
-from streamer.server import ServerTLS
-from streamer.stream import StreamRpcError
+from streamer.client.connection import ResolvedConnection
+from streamer.client.diagnose import Diagnosis, diagnose
+from streamer.client.registry import TLSConfig
+from streamer.client.stream import StreamRpcError
+from streamer.host.config import load_config
+from streamer.host.host import Host
+from streamer.host.observers import describe_error
+from streamer.observability.metrics import _describe, error_kind
+from streamer.server.reference import ServerTLS
 from streamer.testing import CallHandle, ScriptedServer
+from streamer.wire.streamer_pb2 import DataUpdateBatch, StreamRequest
 from tests.certs import LOOPBACK_SANS, Issuer, issue, pem
 from tests.helpers import FAST_STREAMING, eventually, free_port, streamer_env
 from tests.listeners import Recorder
@@ -275,7 +275,7 @@ async def test_rotated_certificate_used_by_the_next_connection_open_streams_kept
             await eventually(lambda: len(server.names("polled")) >= 2, "polled twice")
             assert set(server.names("polled")) == {"gateway-1"}
             cert, key = pki.gateway("gateway-2")
-            caplog.set_level(logging.INFO, "streamer.registry")
+            caplog.set_level(logging.INFO, "streamer.client.registry")
             key_path.write_bytes(key)
             crt_path.write_bytes(cert)
             await eventually(lambda: "gateway-2" in server.names("polled"), "the new certificate")
@@ -315,7 +315,7 @@ async def test_half_written_pair_is_never_used_and_warned_once(
         task = asyncio.create_task(client.stream(polled))
         try:
             await eventually(lambda: len(server.names("polled")) >= 1, "a first call")
-            caplog.set_level(logging.WARNING, "streamer.registry")
+            caplog.set_level(logging.WARNING, "streamer.client.registry")
             new_cert, new_key = pki.gateway("gateway-2")
             key_path.write_bytes(new_key)  # torn: new key, old certificate
             seen = len(server.seen)

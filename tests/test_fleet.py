@@ -12,13 +12,14 @@ import pytest
 from google.protobuf import wrappers_pb2
 
 from streamer import StaticRegistry, new_streamer_client
-from streamer.digest import Digester
-from streamer.fleet import FleetView, format_fleet, identify
-from streamer.registry import TLSConfig
-from streamer.server import ServerTLS
-from streamer.sources import MemorySource
-from streamer.status import ObservabilityServer
+from streamer.cli.status import format_fleet
+from streamer.client.registry import TLSConfig
+from streamer.observability.http import ObservabilityServer
+from streamer.server.fleet import FleetView, identify
+from streamer.server.reference import ServerTLS
+from streamer.server.sources import MemorySource
 from streamer.testing import ReferenceServerFactory
+from streamer.wire.digest import Digester
 from tests.certs import make_pki
 from tests.helpers import eventually, streamer_env
 

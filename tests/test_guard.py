@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.guard import Guard, GuardPolicy
-from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
+from streamer.client.guard import Guard, GuardPolicy
+from streamer.wire.streamer_pb2 import DataUpdate, DataUpdateBatch
 
 
 def snap(**kv: str) -> DataUpdateBatch:

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
-from streamer.checks import load_hooks
-from streamer.config import config_from_text
-from streamer.events import Decision, StreamState
-from streamer.hooks import LoggingObserver, PluggyObserver, hookimpl, make_plugin_manager
-from streamer.proto import DataUpdate, DataUpdateBatch
+from streamer.client.events import Decision, StreamState
+from streamer.host.checks import load_hooks
+from streamer.host.config import config_from_text
+from streamer.host.observers import LoggingObserver, PluggyObserver, hookimpl, make_plugin_manager
 from streamer.testing import ScriptedServer
+from streamer.wire import DataUpdate, DataUpdateBatch
 from tests.listeners import Recorder, RecordingSleep
 from tests.plugin_fixtures import dists, make_dist
 
@@ -130,7 +130,7 @@ def hook_site(
 
 
 OBSERVER_MODULE = """
-from streamer.hooks import hookimpl
+from streamer.host.observers import hookimpl
 
 SEEN = []
 
@@ -174,7 +174,7 @@ def test_observers_from_entry_points_enabled_by_name(
 
 
 TYPO_MODULE = """
-from streamer.hooks import hookimpl
+from streamer.host.observers import hookimpl
 
 
 class Typo:
@@ -213,8 +213,8 @@ def test_observer_with_unknown_hook_or_argument_is_a_load_problem(
 def test_describe_error_keeps_the_receive_limit_advice() -> None:
     import grpc
 
-    from streamer.hooks import describe_error
-    from streamer.stream import StreamRpcError
+    from streamer.client.stream import StreamRpcError
+    from streamer.host.observers import describe_error
 
     err = StreamRpcError(
         grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.server import ReferenceServer
-from streamer.sources import MemorySource
+from streamer.server.reference import ReferenceServer
+from streamer.server.sources import MemorySource
 from tests import helpers
 from tests.helpers import RunningHost, run_cli, seen, streamer_env
 from tests.plugin_fixtures import make_dist
@@ -352,11 +352,11 @@ async def test_stopping_a_plugin_whose_streams_never_began(
 ) -> None:
     """A reload can stop a plugin whose stream tasks were created but have not run yet:
     remove_listener cannot reach them, so they must be cancelled, and closed normally."""
-    from streamer.client import Client
-    from streamer.config import load_config
-    from streamer.host import Host
-    from streamer.plugins import LISTENERS_GROUP, load_plugins
-    from streamer.registry import StaticRegistry
+    from streamer.client.client import Client
+    from streamer.client.registry import StaticRegistry
+    from streamer.host.config import load_config
+    from streamer.host.host import Host
+    from streamer.host.plugins import LISTENERS_GROUP, load_plugins
     from tests.plugin_fixtures import dists
 
     server, _ = cloud

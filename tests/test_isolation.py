@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
-from streamer.proto import DataUpdateBatch
-from streamer.server import ReferenceServer
-from streamer.sources import MemorySource
+from streamer.server.reference import ReferenceServer
+from streamer.server.sources import MemorySource
 from streamer.testing import CallHandle, ScriptedServer
+from streamer.wire import DataUpdateBatch
 from tests.faults import make_sink_site
 from tests.helpers import RunningHost, eventually, seen, streamer_env, write_config
 from tests.listeners import Recorder

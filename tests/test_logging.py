@@ -16,13 +16,13 @@ import grpc
 import pytest
 
 from streamer import Backoff, StaticRegistry
-from streamer.client import new_streamer_client
-from streamer.hooks import LoggingObserver, PluggyObserver, make_plugin_manager
-from streamer.logs import configure_logging
-from streamer.proto import DataUpdate, DataUpdateBatch
-from streamer.server import ReferenceServer
-from streamer.sources import MemorySource
+from streamer.client.client import new_streamer_client
+from streamer.host.logsetup import configure_logging
+from streamer.host.observers import LoggingObserver, PluggyObserver, make_plugin_manager
+from streamer.server.reference import ReferenceServer
+from streamer.server.sources import MemorySource
 from streamer.testing import ScriptedServer
+from streamer.wire import DataUpdate, DataUpdateBatch
 from tests import helpers
 from tests.helpers import RunningHost, write_config
 from tests.listeners import Recorder, RecordingSleep

@@ -18,16 +18,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer import Backoff, StaticRegistry
-from streamer.checks import LoadFailed, check
-from streamer.client import Client, new_streamer_client
-from streamer.config import config_from_text
-from streamer.events import StreamState
-from streamer.hooks import PluggyObserver, make_plugin_manager
-from streamer.metrics import MetricsObserver, error_kind, start_observability
-from streamer.proto import DataUpdate, DataUpdateBatch
-from streamer.status import ObservabilityServer
-from streamer.supervisor import ListenerDeclined
+from streamer.client.client import Client, new_streamer_client
+from streamer.client.events import StreamState
+from streamer.client.supervisor import ListenerDeclined
+from streamer.host.checks import LoadFailed, check
+from streamer.host.config import config_from_text
+from streamer.host.observers import PluggyObserver, make_plugin_manager
+from streamer.observability.http import ObservabilityServer
+from streamer.observability.metrics import MetricsObserver, error_kind, start_observability
 from streamer.testing import ScriptedServer
+from streamer.wire import DataUpdate, DataUpdateBatch
 from tests.listeners import Recorder, RecordingSleep
 
 SECRET_KEY = "IMSI-SECRET-KEY-4242"

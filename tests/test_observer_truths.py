@@ -15,12 +15,13 @@ import grpc
 import pytest
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
-from streamer.checks import LoadFailed, load_hooks
-from streamer.config import config_from_text, load_config
-from streamer.hooks import LoggingObserver, PluggyObserver, hookimpl, make_plugin_manager
-from streamer.host import Host
-from streamer.metrics import MetricsObserver
-from streamer.status import ObservabilityServer, format_status
+from streamer.cli.status import format_status
+from streamer.host.checks import LoadFailed, load_hooks
+from streamer.host.config import config_from_text, load_config
+from streamer.host.host import Host
+from streamer.host.observers import LoggingObserver, PluggyObserver, hookimpl, make_plugin_manager
+from streamer.observability.http import ObservabilityServer
+from streamer.observability.metrics import MetricsObserver
 from streamer.testing import CallHandle, ScriptedServer
 from tests.helpers import RunningHost, eventually, streamer_env, write_config
 from tests.listeners import Recorder
@@ -68,14 +69,14 @@ def test_observers_are_called_in_pluggys_order() -> None:
 
 WRAPPERS = {
     "new-style": """
-from streamer.hooks import hookimpl
+from streamer.host.observers import hookimpl
 
 @hookimpl(wrapper=True)
 def streamer_stream_started(stream):
     return (yield)
 """,
     "old-style": """
-from streamer.hooks import hookimpl
+from streamer.host.observers import hookimpl
 
 @hookimpl(hookwrapper=True)
 def streamer_stream_started(stream):
@@ -259,7 +260,7 @@ async def test_listener_exception_logged_with_traceback_and_repeats_counted(
 
 # -- network text in human logs ------------------------------------------------------------------
 
-FORGED = "boom\n2026-01-01 00:00:00,000 ERROR streamer.host: forged line\x1b[31m"
+FORGED = "boom\n2026-01-01 00:00:00,000 ERROR streamer.host.host: forged line\x1b[31m"
 
 
 @pytest.mark.slow
@@ -313,7 +314,7 @@ def test_human_log_lines_after_the_first_are_indented() -> None:
     human logs only a record's first line starts at column 0."""
     import io
 
-    from streamer.logs import configure_logging
+    from streamer.host.logsetup import configure_logging
 
     out = io.StringIO()
     root = logging.getLogger()
@@ -336,7 +337,7 @@ def test_human_log_lines_after_the_first_are_indented() -> None:
 
 
 def test_status_last_error_holds_no_control_characters() -> None:
-    from streamer.events import Decision
+    from streamer.client.events import Decision
 
     class Refused(Exception):
         def code(self) -> grpc.StatusCode:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.plugins import (
+from streamer.cli.tables import format_plugins
+from streamer.host.plugins import (
     LoadedPlugin,
     Plugin,
     Problem,
@@ -18,7 +19,6 @@ from streamer.plugins import (
     check_stream_names,
     find_plugins,
     format_problems,
-    format_table,
     load,
     load_factories,
     load_plugins,
@@ -502,7 +502,7 @@ def test_plugin_rows_table_and_json(site: Path, tmp_path: Path) -> None:
     assert by_name["redis"].status == "disabled" and not by_name["redis"].enabled
     assert by_name["ghost"].status == "missing" and "not installed" in by_name["ghost"].problems[0]
 
-    table = format_table(rows).splitlines()
+    table = format_plugins(rows).splitlines()
     assert table[0].split() == ["NAME", "DIST", "VERSION", "ENABLED", "STATUS", "STREAMS"]
     assert any(
         line.split()[:6] == ["files", "files-plugin", "1.2", "yes", "ok", "a,"] for line in table
@@ -524,7 +524,7 @@ def test_plugin_rows_table_and_json(site: Path, tmp_path: Path) -> None:
 
 def test_modules_do_not_import_grpc() -> None:
     code = (
-        "import streamer.plugins, streamer.config, sys; "
+        "import streamer.host.plugins, streamer.host.config, sys; "
         "assert 'grpc' not in sys.modules, 'grpc imported'; "
         "assert 'google.protobuf' not in sys.modules, 'protobuf imported'"
     )

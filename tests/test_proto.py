@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.proto import DataUpdate, DataUpdateBatch, StreamRequest
+from streamer.wire import DataUpdate, DataUpdateBatch, StreamRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,9 @@ def test_bytes_match_a_hand_encoded_magma_message() -> None:
 
 
 def test_import_streamer_does_not_import_grpc() -> None:
-    code = "import sys, streamer, streamer.listener; assert 'grpc' not in sys.modules, 'grpc'"
+    code = (
+        "import sys, streamer, streamer.client.listener; assert 'grpc' not in sys.modules, 'grpc'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -95,8 +97,8 @@ import sys
 from google.protobuf import wrappers_pb2
 
 def ours():
-    import streamer, streamer.client  # the whole client, as a plugin host imports it
-    from streamer.proto import streamer_pb2
+    import streamer, streamer.client.client  # the whole client, as a plugin host imports it
+    from streamer.wire import streamer_pb2
     return streamer_pb2
 
 def magmas():
@@ -139,7 +141,7 @@ def test_coexists_with_magmas_generated_streamer_pb2(tmp_path: Path, order: str)
 
     proto_dir = tmp_path / "src" / "orc8r" / "protos"
     proto_dir.mkdir(parents=True)
-    contract = (ROOT / "core" / "streamer" / "proto" / "streamer.proto").read_text()
+    contract = (ROOT / "core" / "streamer" / "wire" / "streamer.proto").read_text()
     # As in Magma's tree: same package and messages, Magma's file name and Go package option.
     go_package = 'option go_package = "magma/orc8r/lib/go/protos";'
     contract = contract.replace("package magma.orc8r;", f"package magma.orc8r;\n{go_package}")

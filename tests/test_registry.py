@@ -6,8 +6,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from streamer.connection import magma_settings
-from streamer.registry import (
+from streamer.client.connection import magma_settings
+from streamer.client.registry import (
     DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH,
     MagmaRegistry,
     RegistryError,
@@ -39,7 +39,7 @@ def test_is_loopback(target: str, expected: bool) -> None:
 def test_plaintext_to_remote_refused_unless_insecure(caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(RegistryError, match=r"refusing plaintext.*'10\.1\.2\.3:443'.*insecure"):
         StaticRegistry("10.1.2.3:443")
-    with caplog.at_level(logging.WARNING, "streamer.registry"):
+    with caplog.at_level(logging.WARNING, "streamer.client.registry"):
         StaticRegistry("10.1.2.3:443", insecure=True)
     assert "plaintext (insecure) connection to 10.1.2.3:443" in caplog.text
 

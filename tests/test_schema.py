@@ -11,9 +11,9 @@ from typing import Annotated, Any, Literal
 
 import pytest
 
-from streamer.config import config_from_text
-from streamer.plugins import format_problems, load_factories
-from streamer.schema import (
+from streamer.host.config import config_from_text
+from streamer.host.plugins import format_problems, load_factories
+from streamer.host.schema import (
     ConfigProblems,
     Doc,
     PluginConfig,

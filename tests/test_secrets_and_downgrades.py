@@ -13,10 +13,10 @@ from typing import Annotated
 
 import pytest
 
-from streamer.logs import configure_logging
-from streamer.redact import redact, redact_text
-from streamer.schema import ConfigProblems, Doc, PluginConfig, StreamNames, validate
-from streamer.sinks import TableReader
+from streamer.base.redact import redact, redact_text
+from streamer.host.logsetup import configure_logging
+from streamer.host.schema import ConfigProblems, Doc, PluginConfig, StreamNames, validate
+from streamer.sink.mirror import TableReader
 from tests.helpers import run_cli, streamer_env, write_config
 
 SECRET = "hunter2-s3cr3t"
@@ -160,8 +160,8 @@ def test_check_warns_mirror_readable_by_others(tmp_path: Path) -> None:
 
 
 def test_check_warns_tls_verification_off(tmp_path: Path) -> None:
-    from streamer.config import load_config
-    from streamer.downgrades import downgrades
+    from streamer.host.config import load_config
+    from streamer.host.downgrades import downgrades
 
     path = cfg(tmp_path, {"x": {"streams": ["s"], "verify": False,
                                 "url": "rediss://h:6380/0?ssl_cert_reqs=none"}})  # fmt: skip
@@ -177,7 +177,6 @@ def test_check_json_lists_the_warnings(tmp_path: Path) -> None:
     doc = json.loads(out)
     assert doc["ok"] is True
     assert [w.split(":")[0] for w in doc["warnings"]] == ["cloud.insecure"]
-
 
 
 class _Auth(PluginConfig):
@@ -198,4 +197,4 @@ def test_run_logs_the_downgrades_it_starts_with(tmp_path: Path) -> None:
                insecure=True)  # fmt: skip
     code, out = run_cli("run", "--config", str(path), env=env())
     assert code == 2, out
-    assert "WARNING streamer.host: security downgrade: cloud.insecure: plaintext" in out
+    assert "WARNING streamer.host.host: security downgrade: cloud.insecure: plaintext" in out

@@ -15,8 +15,8 @@ import grpc
 import grpc.aio
 import pytest
 
-from streamer.server import MAX_STREAM_NAME, ReferenceServer, ServerTLS
-from streamer.sources import MemorySource
+from streamer.server.reference import MAX_STREAM_NAME, ReferenceServer, ServerTLS
+from streamer.server.sources import MemorySource
 from streamer.testing import ReferenceServerFactory
 from tests.certs import make_pki
 from tests.helpers import free_port, run_cli, streamer_env
@@ -130,7 +130,7 @@ async def test_long_stream_name_is_invalid_argument_with_a_short_escaped_echo(
 ) -> None:
     server = await reference_server(MemorySource({"subs": SUBS}), "poll")
     name = "\n2026-01-01 ERROR forged" + "x" * MAX_STREAM_NAME
-    caplog.set_level(logging.INFO, "streamer.server")
+    caplog.set_level(logging.INFO, "streamer.server.reference")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await read_all(open_call(channels(server.address), request(name)))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -206,6 +206,7 @@ def test_max_calls_must_be_positive() -> None:
 
 
 def test_cli_default_max_calls_is_the_servers() -> None:
-    from streamer import cli, server
+    from streamer.cli import main as cli
+    from streamer.server import reference as server
 
     assert cli.DEFAULT_MAX_CALLS == server.DEFAULT_MAX_CALLS

@@ -17,9 +17,7 @@ import grpc.aio
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
-from streamer.digest import EMPTY_DIGEST, snapshot_digest
-from streamer.proto.streamer_pb2 import DataUpdateBatch, StreamRequest
-from streamer.server import (
+from streamer.server.reference import (
     METHOD,
     ReferenceServer,
     ServerTLS,
@@ -27,7 +25,7 @@ from streamer.server import (
     requested_digest,
     run_server,
 )
-from streamer.sources import (
+from streamer.server.sources import (
     DirectorySource,
     MemorySource,
     SourceError,
@@ -38,6 +36,8 @@ from streamer.sources import (
     write_key,
 )
 from streamer.testing import ReferenceServerFactory
+from streamer.wire.digest import EMPTY_DIGEST, snapshot_digest
+from streamer.wire.streamer_pb2 import DataUpdateBatch, StreamRequest
 from tests.certs import make_pki
 
 Call = Any  # grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch]
@@ -225,7 +225,7 @@ async def test_removed_stream_ends_push_calls_with_unavailable(
 async def test_requests_are_recorded_and_logged(
     reference_server: ReferenceServerFactory, channels: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="streamer.server")
+    caplog.set_level(logging.INFO, logger="streamer.server.reference")
     source = MemorySource({"subs": SUBS})
     server = await reference_server(source, "poll")
     ch = channels(server.address)
@@ -235,7 +235,7 @@ async def test_requests_are_recorded_and_logged(
         ("gw-A", "subs"),
         ("gw-B", "subs"),
     ]
-    lines = [r.getMessage() for r in caplog.records if r.name == "streamer.server"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "streamer.server.reference"]
     gets = [line for line in lines if line.startswith("GetUpdates")]
     assert len(gets) == 2
     assert "'gw-A'" in gets[0] and "digest_matched=False" in gets[0] and "peer=ipv4:" in gets[0]
@@ -596,7 +596,7 @@ async def test_unreadable_file_keeps_every_stream_serving(
     server = await reference_server(source, "poll")
     ch = channels(server.address)
 
-    caplog.set_level(logging.DEBUG, logger="streamer.server")
+    caplog.set_level(logging.DEBUG, logger="streamer.server.reference")
     # A symlink loop raises ELOOP even for root; chmod 000 does the same for other users.
     k2.unlink()
     os.symlink(k2.name, k2)
@@ -633,7 +633,7 @@ async def test_stream_and_scan_failures_log_once_and_keep_the_last_data(
     source = DirectorySource(root, poll_interval=0.02)
     await source.start()
     try:
-        caplog.set_level(logging.DEBUG, logger="streamer.server")
+        caplog.set_level(logging.DEBUG, logger="streamer.server.reference")
         scan_stream = source._scan_stream
 
         def flaky(stream: str, *args: Any) -> None:

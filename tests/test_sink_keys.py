@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from streamer.digest import snapshot_digest
-from streamer.sinktest import listener_digest, make_batch
+from streamer.sink.conformance import listener_digest, make_batch
+from streamer.wire.digest import snapshot_digest
 
 _NFC = "\u00fc"
 _NFD = unicodedata.normalize("NFD", _NFC)

@@ -1,4 +1,4 @@
-"""streamer.sinks: the table reader and the mirror listener shell plugin authors build on."""
+"""streamer.sink.mirror: the table reader and the mirror listener shell plugin authors build on."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
-from streamer.digest import snapshot_digest
-from streamer.listener import listener_problems
-from streamer.proto import DataUpdate, DataUpdateBatch
-from streamer.sinks import MirrorListener, TableReader
+from streamer.client.listener import listener_problems
+from streamer.sink.mirror import MirrorListener, TableReader
+from streamer.wire import DataUpdate, DataUpdateBatch
+from streamer.wire.digest import snapshot_digest
 
 
 class DictStore:
@@ -129,7 +129,7 @@ def test_table_reader_errors_name_plugin_and_key(table: object, message: str) ->
 
 def test_sinks_module_imports_neither_grpc_nor_protobuf() -> None:
     code = (
-        "import sys, streamer.sinks; "
+        "import sys, streamer.sink.mirror; "
         "bad = [m for m in sys.modules if m.startswith(('grpc', 'google.protobuf'))]; "
         "assert not bad, bad"
     )

@@ -1,4 +1,4 @@
-"""streamer.sinktest against sinks written here: correct ones pass, broken ones are caught.
+"""streamer.sink.conformance against sinks written here: correct ones pass, broken ones are caught.
 
 The crash checks load this file in a child process (``path.py:factory``), so it keeps its
 imports light and its sinks at the top.
@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
-from streamer import sinktest
-from streamer.digest import EMPTY_DIGEST, snapshot_digest
-from streamer.proto.streamer_pb2 import DataUpdateBatch
-from streamer.sinktest import CrashStates, make_batch
+from streamer.sink import conformance as sinktest
+from streamer.sink.conformance import CrashStates, make_batch
+from streamer.wire.digest import EMPTY_DIGEST, snapshot_digest
+from streamer.wire.streamer_pb2 import DataUpdateBatch
 
 THIS_FILE = Path(__file__)
 
@@ -359,7 +359,7 @@ def test_bad_factory_specs(spec: str) -> None:
 
 def test_the_kit_imports_neither_grpc_nor_protobuf() -> None:
     code = (
-        "import sys, streamer.sinktest; "
+        "import sys, streamer.sink.conformance; "
         "print([m for m in sys.modules if m.startswith(('grpc', 'google'))])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

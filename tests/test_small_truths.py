@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import streamer.plugins
-from streamer.client import Client, new_streamer_client
-from streamer.config import StreamingConfig
-from streamer.registry import MagmaRegistry, StaticRegistry
+import streamer.host.plugins
+from streamer.client.client import Client, new_streamer_client
+from streamer.client.registry import MagmaRegistry, StaticRegistry
+from streamer.host.config import StreamingConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,7 +67,10 @@ def test_magma_registry_prints_as_itself(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("owner", "name"),
-    [(streamer.plugins, "PluginLoadError"), (streamer.plugins.LoadResult, "raise_for_problems")],
+    [
+        (streamer.host.plugins, "PluginLoadError"),
+        (streamer.host.plugins.LoadResult, "raise_for_problems"),
+    ],
 )
 def test_unused_public_api_is_gone(owner: object, name: str) -> None:
     assert not hasattr(owner, name)

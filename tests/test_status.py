@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from streamer.server import ReferenceServer
-from streamer.sources import MemorySource
-from streamer.status import ObservabilityServer, format_status, query_address
+from streamer.cli.status import format_status, query_address
+from streamer.observability.http import ObservabilityServer
+from streamer.server.reference import ReferenceServer
+from streamer.server.sources import MemorySource
 from tests import helpers
 from tests.helpers import RunningHost, free_port, run_cli, streamer_env
 

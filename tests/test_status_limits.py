@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streamer.status import MAX_CONNECTIONS, MAX_HEADER_BYTES, ObservabilityServer
+from streamer.observability.http import MAX_CONNECTIONS, MAX_HEADER_BYTES, ObservabilityServer
 
 
 class _Source:

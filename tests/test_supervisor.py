@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from streamer.supervisor import (
+from streamer.client.supervisor import (
     Action,
     Event,
     ListenerDeclined,

@@ -9,10 +9,10 @@ import signal
 import sys
 from pathlib import Path
 
-from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
-from streamer.sources import MemorySource
-from streamer.tap import TapView
+from streamer.cli.tap import TapView
+from streamer.server.sources import MemorySource
 from streamer.testing import ReferenceServerFactory
+from streamer.wire.streamer_pb2 import DataUpdate, DataUpdateBatch
 from tests.helpers import eventually, streamer_env
 
 
@@ -132,7 +132,7 @@ def test_tap_view_escapes_network_text_and_shows_values_on_request() -> None:
 
 
 def test_tap_view_digest_follows_what_it_holds() -> None:
-    from streamer.digest import snapshot_digest
+    from streamer.wire.digest import snapshot_digest
 
     view = TapView("s", values=False, as_json=False)
     view.apply(_batch(True, a=b"1", b=b"2"))

@@ -13,9 +13,8 @@ import grpc
 import grpc.aio
 import pytest
 
-from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch, StreamRequest
-from streamer.server import METHOD
-from streamer.sources import MemorySource
+from streamer.server.reference import METHOD
+from streamer.server.sources import MemorySource
 from streamer.testing import (
     CallClosedError,
     CallHandle,
@@ -23,6 +22,7 @@ from streamer.testing import (
     ScriptedServer,
     run_listener,
 )
+from streamer.wire.streamer_pb2 import DataUpdate, DataUpdateBatch, StreamRequest
 
 Call = Any  # grpc.aio.UnaryStreamCall
 

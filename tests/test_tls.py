@@ -19,12 +19,12 @@ import grpc
 import pytest
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
-from streamer.cli import main as streamer_cli
-from streamer.config import load_config
-from streamer.host import Host, build_registry
-from streamer.registry import TLSConfig
-from streamer.server import ServerTLS
-from streamer.stream import StreamRpcError
+from streamer.cli.main import main as streamer_cli
+from streamer.client.registry import TLSConfig
+from streamer.client.stream import StreamRpcError
+from streamer.host.config import load_config
+from streamer.host.host import Host, build_registry
+from streamer.server.reference import ServerTLS
 from streamer.testing import CallHandle
 from tests.certs import make_pki
 from tests.faults import OptionsScriptedServer
@@ -155,7 +155,7 @@ def test_config_plaintext_to_remote_only_with_insecure_and_then_warned(
     # insecure = true: plaintext, allowed because asked for, and logged as a warning.
     cfg = write_config(tmp_path / "plain.toml", remote, sink, {"insecure": True})
     assert streamer_cli(["check", "--config", str(cfg)]) == 0
-    with caplog.at_level(logging.WARNING, "streamer.registry"):
+    with caplog.at_level(logging.WARNING, "streamer.client.registry"):
         registry = build_registry(load_config(cfg))
     assert isinstance(registry, StaticRegistry) and registry.tls is None
     assert f"plaintext (insecure) connection to {remote}" in caplog.text

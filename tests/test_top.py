@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from streamer.status import HostUnreachable
-from streamer.top import CLEAR, format_top, watch
+from streamer.cli.status import HostUnreachable
+from streamer.cli.top import CLEAR, format_top, watch
 
 
 def _doc(batches: int, *, ready: bool = True, **extra: Any) -> dict[str, Any]:

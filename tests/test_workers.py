@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 import time
 
-from streamer._workers import WorkerPool
+from streamer.client._workers import WorkerPool
 
 
 def test_blocked_call_does_not_delay_another() -> None:

@@ -6,21 +6,22 @@ never pays for importing gRPC.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from streamer.listener import Listener
+from streamer.base import aliases
+from streamer.base.lazy import lazy_getattr
+from streamer.client.listener import Listener
 
 if TYPE_CHECKING:
-    from streamer.backoff import Backoff
-    from streamer.client import (
+    from streamer.client.backoff import Backoff
+    from streamer.client.client import (
         STREAMING_INTERVAL,
         Client,
         DuplicateStreamError,
         new_streamer_client,
     )
-    from streamer.events import Decision, StreamObserver, StreamState
-    from streamer.registry import (
+    from streamer.client.events import Decision, StreamObserver, StreamState
+    from streamer.client.registry import (
         GatewayRegistry,
         MagmaRegistry,
         RegistryError,
@@ -31,19 +32,19 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Backoff": "streamer.backoff",
-    "STREAMING_INTERVAL": "streamer.client",
-    "Client": "streamer.client",
-    "DuplicateStreamError": "streamer.client",
-    "new_streamer_client": "streamer.client",
-    "Decision": "streamer.events",
-    "StreamObserver": "streamer.events",
-    "StreamState": "streamer.events",
-    "GatewayRegistry": "streamer.registry",
-    "MagmaRegistry": "streamer.registry",
-    "RegistryError": "streamer.registry",
-    "StaticRegistry": "streamer.registry",
-    "TLSConfig": "streamer.registry",
+    "Backoff": "streamer.client.backoff",
+    "STREAMING_INTERVAL": "streamer.client.client",
+    "Client": "streamer.client.client",
+    "DuplicateStreamError": "streamer.client.client",
+    "new_streamer_client": "streamer.client.client",
+    "Decision": "streamer.client.events",
+    "StreamObserver": "streamer.client.events",
+    "StreamState": "streamer.client.events",
+    "GatewayRegistry": "streamer.client.registry",
+    "MagmaRegistry": "streamer.client.registry",
+    "RegistryError": "streamer.client.registry",
+    "StaticRegistry": "streamer.client.registry",
+    "TLSConfig": "streamer.client.registry",
 }
 
 __all__ = [
@@ -65,10 +66,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'streamer' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
+
+aliases.install()

@@ -8,7 +8,8 @@ Fixtures (async; they need pytest-asyncio):
 
 - ``streamer_server``: a started :class:`ScriptedServer`, stopped at teardown.
 - ``reference_server``: a factory, ``await reference_server(source, mode="push", **kwargs)``,
-  returning a started :class:`streamer.server.ReferenceServer`; all are stopped at teardown.
+  returning a started :class:`streamer.server.reference.ReferenceServer`; all are stopped at
+  teardown.
 - ``redis_server`` (session scope): the URL of a private ``redis-server`` on an ephemeral
   loopback port, for sinks that write to Redis. Skipped when ``redis-server`` is not on PATH,
   unless ``STREAMER_REQUIRE_REDIS=1`` (CI), which makes that a failure.
@@ -53,11 +54,11 @@ if TYPE_CHECKING:
     import grpc
     import grpc.aio
 
-    from streamer.listener import Listener
-    from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch, StreamRequest
-    from streamer.registry import GatewayRegistry
-    from streamer.server import ReferenceServer, ServerTLS
-    from streamer.sources import Source
+    from streamer.client.listener import Listener
+    from streamer.client.registry import GatewayRegistry
+    from streamer.server.reference import ReferenceServer, ServerTLS
+    from streamer.server.sources import Source
+    from streamer.wire.streamer_pb2 import DataUpdate, DataUpdateBatch, StreamRequest
 
 try:
     from pytest_asyncio import fixture as _async_fixture
@@ -99,7 +100,7 @@ def _as_bytes(value: bytes | str) -> bytes:
 
 def make_batch(updates: Updates, *, resync: bool = False) -> DataUpdateBatch:
     """A ``DataUpdateBatch`` from a batch (returned as is), a mapping or (key, value) pairs."""
-    from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
+    from streamer.wire.streamer_pb2 import DataUpdate, DataUpdateBatch
 
     if isinstance(updates, DataUpdateBatch):
         return updates
@@ -255,7 +256,7 @@ class ScriptedServer:
     async def start(self) -> int:
         import grpc.aio
 
-        from streamer.server import bind_get_updates
+        from streamer.server.reference import bind_get_updates
 
         self._arrived = asyncio.Condition()
         server = grpc.aio.server(options=list(self.options))
@@ -407,7 +408,7 @@ async def streamer_server() -> AsyncIterator[ScriptedServer]:
 @_async_fixture
 async def reference_server() -> AsyncIterator[ReferenceServerFactory]:
     """``await reference_server(source, mode="push", **kwargs)`` -> a started ReferenceServer."""
-    from streamer.server import ReferenceServer
+    from streamer.server.reference import ReferenceServer
 
     started: list[ReferenceServer] = []
 
@@ -507,8 +508,8 @@ async def run_listener(
     defaults to 0.1 s here so poll-mode servers are re-polled quickly. Pass ``registry`` (e.g. a
     ``StaticRegistry`` with TLS) to dial something other than plaintext ``server_address``.
     """
-    from streamer.client import new_streamer_client
-    from streamer.registry import StaticRegistry
+    from streamer.client.client import new_streamer_client
+    from streamer.client.registry import StaticRegistry
 
     client_kwargs.setdefault("streaming_interval", 0.1)
     if registry is None:

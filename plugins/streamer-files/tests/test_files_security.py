@@ -20,9 +20,9 @@ from streamer_files import (
     stream_path,
 )
 
-from streamer.digest import snapshot_digest
-from streamer.sinktest import listener_digest as _digest
-from streamer.sinktest import make_batch as _batch
+from streamer.sink.conformance import listener_digest as _digest
+from streamer.sink.conformance import make_batch as _batch
+from streamer.wire.digest import snapshot_digest
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from importlib.metadata import entry_points
 import pytest
 from streamer_log import LOGGER_NAME, LogListener, create_listeners
 
-from streamer.listener import listener_problems
-from streamer.proto.streamer_pb2 import DataUpdate, DataUpdateBatch
+from streamer.client.listener import listener_problems
+from streamer.wire.streamer_pb2 import DataUpdate, DataUpdateBatch
 
 
 def _batch(keys: list[str], resync: bool = False) -> DataUpdateBatch:

@@ -11,14 +11,14 @@ import pytest
 import redis
 from streamer_redis import RedisDataLost, RedisListener, RedisMirror, create_listeners
 
-from streamer import sinktest
-from streamer.backoff import Backoff
-from streamer.digest import EMPTY_DIGEST, snapshot_digest
-from streamer.listener import listener_problems
-from streamer.sinktest import listener_digest as _digest
-from streamer.sinktest import make_batch as _batch
-from streamer.sources import MemorySource
+from streamer.client.backoff import Backoff
+from streamer.client.listener import listener_problems
+from streamer.server.sources import MemorySource
+from streamer.sink import conformance as sinktest
+from streamer.sink.conformance import listener_digest as _digest
+from streamer.sink.conformance import make_batch as _batch
 from streamer.testing import ReferenceServerFactory, run_listener
+from streamer.wire.digest import EMPTY_DIGEST, snapshot_digest
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 import redis
 from streamer_redis import create_listeners
 
-from streamer.sinktest import make_batch
+from streamer.sink.conformance import make_batch
 from tests.certs import make_pki
 from tests.helpers import free_port
 

@@ -12,7 +12,7 @@ import pytest
 import redis
 from streamer_redis import RedisDataLost, RedisMirror
 
-from streamer.digest import snapshot_digest
+from streamer.wire.digest import snapshot_digest
 
 ITEMS = {f"imsi{i:05d}": f"v{i}".encode() for i in range(2500)}  # three chunks of <= 1000
 
@@ -101,9 +101,7 @@ def test_resync_torn_once_is_rewritten_whole(redis_url: str, watcher: redis.Redi
 
 
 @pytest.mark.redis
-def test_resync_torn_every_time_never_sets_the_digest(
-    redis_url: str, watcher: redis.Redis
-) -> None:
+def test_resync_torn_every_time_never_sets_the_digest(redis_url: str, watcher: redis.Redis) -> None:
     client = TearingClient(redis_url, tears=100)
     mirror = RedisMirror(client, "s")  # type: ignore[arg-type]
     try:

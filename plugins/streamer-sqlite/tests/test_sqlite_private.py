@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamer_sqlite import create_listeners
 
-from streamer.sinktest import make_batch
+from streamer.sink.conformance import make_batch
 
 
 @pytest.fixture

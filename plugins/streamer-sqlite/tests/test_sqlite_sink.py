@@ -16,11 +16,11 @@ from streamer_sqlite import (
     make_snapshots,
 )
 
-from streamer import sinktest
-from streamer.digest import EMPTY_DIGEST, snapshot_digest
-from streamer.listener import listener_problems
-from streamer.sinktest import listener_digest as _digest
-from streamer.sinktest import make_batch as _batch
+from streamer.client.listener import listener_problems
+from streamer.sink import conformance as sinktest
+from streamer.sink.conformance import listener_digest as _digest
+from streamer.sink.conformance import make_batch as _batch
+from streamer.wire.digest import EMPTY_DIGEST, snapshot_digest
 
 
 def _rows(db: Path, stream: str = "s") -> dict[str, bytes]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from streamer.sinks import MirrorListener
+from streamer.sink.mirror import MirrorListener
 from streamer_files._config import FilesConfig
 from streamer_files._store import FileStore
 

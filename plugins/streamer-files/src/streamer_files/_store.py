@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-from streamer.digest import Digester
+from streamer.wire.digest import Digester
 from streamer_files._fs import (
     UnsafeDirectoryError,
     dir_mode_for,
@@ -174,7 +174,7 @@ class FileStore:
         return self._seq
 
     def digest(self) -> str:
-        """:func:`streamer.digest.snapshot_digest` of what the sink holds."""
+        """:func:`streamer.wire.digest.snapshot_digest` of what the sink holds."""
         self._ready()
         return self._digester.hexdigest()
 

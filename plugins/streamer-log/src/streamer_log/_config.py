@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from typing import Annotated
 
-from streamer.schema import Doc, PluginConfig, StreamNames
+from streamer.host.schema import Doc, PluginConfig, StreamNames
 
 __all__ = ["LogConfig"]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from streamer.logs import escape
-from streamer.schema import config_schema
+from streamer.base.logs import escape
+from streamer.host.schema import config_schema
 from streamer_log._config import LogConfig
 
 if TYPE_CHECKING:
-    from streamer.proto.streamer_pb2 import DataUpdateBatch
+    from streamer.wire.streamer_pb2 import DataUpdateBatch
 
 __all__ = ["LOGGER_NAME", "LogListener", "create_listeners"]
 

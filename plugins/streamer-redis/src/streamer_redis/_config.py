@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from streamer.connection import is_loopback
-from streamer.sinks import TableReader
+from streamer.client.connection import is_loopback
+from streamer.sink.mirror import TableReader
 
 __all__ = ["STREAM_NAME", "RedisConfig", "plaintext_remote_host"]
 

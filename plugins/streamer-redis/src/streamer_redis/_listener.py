@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from streamer.sinks import MirrorListener
+from streamer.sink.mirror import MirrorListener
 from streamer_redis._config import RedisConfig
 from streamer_redis._mirror import RedisMirror, connect
 

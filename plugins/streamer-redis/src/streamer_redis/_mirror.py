@@ -3,9 +3,9 @@
 Keys for stream ``s`` with prefix ``p``:
 
 - ``p s`` (no space): the live hash, field = key, value = value bytes. The one readers use.
-- ``p s:digest``: :func:`streamer.digest.snapshot_digest` of the live hash. It is written in the
-  same MULTI/EXEC as the data, so it always describes what the hash holds, and it vanishes with
-  the data if Redis restarts empty. ``get_extra_args`` sends it: a sink that lost its data asks
+- ``p s:digest``: :func:`streamer.wire.digest.snapshot_digest` of the live hash. It is written
+  in the same MULTI/EXEC as the data, so it always describes what the hash holds, and it vanishes
+  with the data if Redis restarts empty. ``get_extra_args`` sends it: a sink that lost its data asks
   for a snapshot instead of claiming data it no longer has.
 - ``p s:resync``: scratch space where a snapshot is assembled before it goes live.
 
@@ -41,7 +41,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from streamer.digest import EMPTY_DIGEST, Digester
+from streamer.wire.digest import EMPTY_DIGEST, Digester
 
 __all__ = ["RedisDataLost", "RedisMirror", "connect"]
 
@@ -239,7 +239,7 @@ class RedisMirror:
 
     def apply(self, resync: bool, changes: Mapping[str, bytes]) -> bool:
         """:meth:`sync_snapshot` if ``resync``, else :meth:`apply_changes` (the
-        :class:`streamer.sinks.MirrorStore` method)."""
+        :class:`streamer.sink.mirror.MirrorStore` method)."""
         return self.sync_snapshot(changes) if resync else self.apply_changes(changes)
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamer.sinks import TableReader
+from streamer.sink.mirror import TableReader
 
 __all__ = ["STREAM_NAME", "SqliteConfig", "table_name"]
 

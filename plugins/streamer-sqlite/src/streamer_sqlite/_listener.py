@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamer.sinks import MirrorListener
+from streamer.sink.mirror import MirrorListener
 from streamer_sqlite._config import SqliteConfig, table_name
 from streamer_sqlite._mirror import SqliteMirror, SyncStats
 

@@ -46,7 +46,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from streamer.digest import Digester
+from streamer.wire.digest import Digester
 from streamer_sqlite._config import table_name
 
 __all__ = ["SqliteDataChanged", "SqliteMirror", "SyncStats", "private_files", "quote_identifier"]
@@ -176,7 +176,7 @@ class SqliteMirror:
         return self._conn
 
     def digest(self) -> str:
-        """:func:`streamer.digest.snapshot_digest` of the table's rows (read again first if
+        """:func:`streamer.wire.digest.snapshot_digest` of the table's rows (read again first if
         another connection wrote to the database)."""
         self._refresh()
         return self._digester.hexdigest()
@@ -204,7 +204,7 @@ class SqliteMirror:
 
     def apply(self, resync: bool, changes: Mapping[str, bytes]) -> SyncStats:
         """:meth:`sync_snapshot` if ``resync``, else :meth:`apply_changes` (the
-        :class:`streamer.sinks.MirrorStore` method)."""
+        :class:`streamer.sink.mirror.MirrorStore` method)."""
         return self.sync_snapshot(changes) if resync else self.apply_changes(changes)
 
     def rewrite_snapshot(self, items: Mapping[str, bytes]) -> SyncStats:

@@ -1,0 +1,436 @@
+"""Declared plugin configuration: a typed schema, validated before anything starts.
+
+A plugin declares its ``[plugin.<name>]`` table as a :class:`PluginConfig` subclass next to its
+factory: one annotated field per key, with its type, default, bounds and a one-line doc::
+
+    from typing import Annotated
+    from streamer.host.schema import Doc, PluginConfig, StreamNames, config_schema
+
+    class KvConfig(PluginConfig):
+        streams: StreamNames
+        path: Annotated[str, Doc("the database file", examples=["/var/lib/kv.db"])]
+        batch: Annotated[int, Doc("rows per transaction", ge=1)] = 500
+
+    @config_schema(KvConfig)
+    def create_listeners(config: KvConfig) -> list[KvListener]: ...
+
+msgspec does the type and bound checks (strict: no string-to-number guessing, unknown keys
+refused); this module walks the table key by key so that *every* problem is reported at once,
+in the project's wording (``plugin.kv.batch: expected an integer >= 1, got 0 (integer)``), with
+"did you mean" for misspelt keys and choices. ``streamer check``, ``streamer describe`` and
+``streamer config sample`` read the same schema.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import re
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+
+import msgspec
+from msgspec import Meta
+
+from streamer.base.redact import MASK, is_secret_key
+from streamer.host.config import _show
+
+__all__ = [
+    "ConfigProblems",
+    "Doc",
+    "FieldDoc",
+    "FieldProblem",
+    "PluginConfig",
+    "StreamNames",
+    "config_schema",
+    "describe_schema",
+    "sample_table",
+    "schema_of",
+    "toml_value",
+    "validate",
+]
+
+C = TypeVar("C", bound="PluginConfig")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def Doc(description: str, **constraints: Any) -> Meta:
+    """``Meta(description=..., **constraints)``: the one-line doc of a field, and its bounds
+    (``ge``, ``le``, ``gt``, ``lt``, ``min_length``, ``max_length``, ``pattern``) and
+    ``examples`` (the first is what ``streamer config sample`` writes for a required key)."""
+    return Meta(description=description, **constraints)
+
+
+class PluginConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base class of a plugin's config schema.
+
+    Fields are the table's keys. Override :meth:`check` for rules that span fields or need
+    more than a type (it runs only when every field is valid on its own).
+    """
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        """Problems as ``(key, message)`` pairs; none by default."""
+        return ()
+
+
+# A non-empty list of unique stream names, each printable and non-empty.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+StreamNames = Annotated[
+    tuple[Annotated[str, Meta(min_length=1, pattern=_PRINTABLE)], ...],
+    Doc("stream names to receive, one listener each", min_length=1, examples=[["example"]]),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One problem with one key of a table; ``key`` is the full dotted key path."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" if self.key else self.message
+
+
+class ConfigProblems(ValueError):
+    """Every problem found in one plugin table. A ``ValueError``, so a factory that raises it
+    is reported like any bad setting; ``streamer check`` lists the problems one by one."""
+
+    def __init__(self, problems: Sequence[FieldProblem]) -> None:
+        self.problems = tuple(problems)
+        if len(self.problems) == 1:
+            text = str(self.problems[0])
+        else:
+            text = f"{len(self.problems)} problems:\n" + "\n".join(
+                f"  {i}. {p}" for i, p in enumerate(self.problems, 1)
+            )
+        super().__init__(text)
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+def _join(where: str, key: str) -> str:
+    if not key or not all(c.isalnum() or c in "_-" for c in key):
+        key = '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{where}.{key}" if where else key
+
+
+def _hints(schema: type[PluginConfig]) -> dict[str, Any]:
+    return typing.get_type_hints(schema, include_extras=True)
+
+
+def validate(schema: type[C], table: Mapping[str, Any], *, where: str = "") -> C:
+    """``table`` as an instance of ``schema``, or :class:`ConfigProblems` listing every problem
+    (unknown keys with "did you mean", missing required keys, wrong types, values out of
+    bounds, non-finite numbers, then the schema's own :meth:`PluginConfig.check`)."""
+    if not isinstance(table, Mapping):
+        raise ConfigProblems([FieldProblem(where, f"expected a table, got {_show(table)}")])
+    info = msgspec.inspect.type_info(schema)
+    assert isinstance(info, msgspec.inspect.StructType)
+    hints = _hints(schema)
+    fields = {f.encode_name: f for f in info.fields}
+    problems: list[FieldProblem] = []
+    for key in table:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            known = ", ".join(fields) or "none"
+            problems.append(
+                FieldProblem(_join(where, str(key)), f"unknown key (known: {known}){hint}")
+            )
+    values: dict[str, Any] = {}
+    for name, field in fields.items():
+        if name not in table:
+            if field.required:
+                problems.append(FieldProblem(_join(where, name), f"missing: {_doc(field)}"))
+            continue
+        try:
+            values[name] = msgspec.convert(table[name], hints[field.name], strict=True)
+        except msgspec.ValidationError as exc:
+            problems.append(_problem(where, name, table[name], hints[field.name], str(exc)))
+            continue
+        if hints[field.name] is StreamNames:
+            seen: set[str] = set()
+            for i, stream in enumerate(values[name]):
+                if stream in seen:
+                    problems.append(
+                        FieldProblem(
+                            f"{_join(where, name)}[{i}]",
+                            f"expected each name once, got {stream!r} again",
+                        )
+                    )
+                seen.add(stream)
+        for path, number in _floats(values[name]):
+            if not math.isfinite(number):
+                problems.append(
+                    FieldProblem(
+                        _join(where, name) + path,
+                        f"expected a finite number, got {_show(number)}",
+                    )
+                )
+    if problems:
+        raise ConfigProblems(problems)
+    config = schema(**{fields[k].name: v for k, v in values.items()})
+    own = [FieldProblem(_join(where, key), message) for key, message in config.check()]
+    if own:
+        raise ConfigProblems(own)
+    return config
+
+
+def _floats(value: object, path: str = "") -> Iterator[tuple[str, float]]:
+    if isinstance(value, float):
+        yield path, value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _floats(item, f"{path}[{i}]")
+
+
+_NOUNS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "array": "an array",
+    "object": "a table",
+    "null": "nothing",
+}
+_TYPE_MISMATCH = re.compile(r"^Expected `([^`]+)`, got `[^`]+`$")
+_CONSTRAINT = re.compile(r"^Expected `([^`]+)` (.+)$")
+_AT = re.compile(r" - at `\$(.*)`$")
+
+
+def _at(value: object, path: str) -> object:
+    """The part of ``value`` that msgspec's ``$[1].x`` path points at."""
+    for index, attr in re.findall(r"\[(\d+)\]|\.(\w+)", path):
+        try:
+            value = value[int(index)] if index else value[attr]  # type: ignore[index]
+        except (LookupError, TypeError):
+            return value
+    return value
+
+
+def _noun(name: str) -> str:
+    return " or ".join(_NOUNS.get(part.strip(), part.strip()) for part in name.split("|"))
+
+
+def _problem(where: str, key: str, value: object, hint: Any, message: str) -> FieldProblem:
+    at = _AT.search(message)
+    sub_path = at.group(1) if at else ""
+    message = _AT.sub("", message).replace(
+        f"matching regex {_PRINTABLE!r}", "without control characters"
+    )
+    got = _at(value, sub_path)
+    if is_secret_key(key) or is_secret_key(sub_path):
+        got = MASK  # a secret-named field's value is never echoed (streamer.base.redact)
+    choices = _choices(hint)
+    if choices is not None and message.startswith("Invalid enum value"):
+        expected = "one of " + ", ".join(repr(c) for c in choices)
+        close = difflib.get_close_matches(str(got), [str(c) for c in choices], n=1)
+        hint_text = f"; did you mean {close[0]!r}?" if close else ""
+        text = f"expected {expected}, got {_show(got)}{hint_text}"
+    elif m := _TYPE_MISMATCH.match(message):
+        text = f"expected {_noun(m.group(1))}, got {_show(got)}"
+    elif m := _CONSTRAINT.match(message):
+        text = f"expected {_noun(m.group(1))} {m.group(2)}, got {_show(got)}"
+    else:
+        text = f"{message[:1].lower()}{message[1:]}, got {_show(got)}"
+    return FieldProblem(_join(where, key) + sub_path, text)
+
+
+def _strip(hint: Any) -> Any:
+    while get_origin(hint) is Annotated:
+        hint = get_args(hint)[0]
+    return hint
+
+
+def _choices(hint: Any) -> tuple[Any, ...] | None:
+    hint = _strip(hint)
+    return get_args(hint) if get_origin(hint) is Literal else None
+
+
+# -- declaring and finding a schema -----------------------------------------------------------
+
+
+def config_schema(schema: type[C]) -> Callable[[F], F]:
+    """Declare ``schema`` for a factory: the host validates the plugin's table with it before
+    anything starts, and the factory is called with the validated instance instead of the raw
+    table. Works on a function or a class (whose ``__init__`` then receives the instance)."""
+
+    def decorate(factory: F) -> F:
+        if isinstance(factory, type):
+            cls: Any = factory
+            cls.config_schema = schema
+            original_init = cls.__init__
+
+            @functools.wraps(original_init)
+            def __init__(self: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+                if not isinstance(config, schema):
+                    config = validate(schema, config)
+                original_init(self, config, *args, **kwargs)
+
+            cls.__init__ = __init__
+            return factory
+
+        @functools.wraps(factory)
+        def wrapper(config: Any, *args: Any, **kwargs: Any) -> Any:
+            if not isinstance(config, schema):
+                config = validate(schema, config)
+            return factory(config, *args, **kwargs)
+
+        wrapper.config_schema = schema  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def schema_of(factory: object) -> type[PluginConfig] | None:
+    """The schema a factory declared with :func:`config_schema` (or a ``config_schema``
+    attribute of its own), else None."""
+    schema = getattr(factory, "config_schema", None)
+    if isinstance(schema, type) and issubclass(schema, PluginConfig):
+        return schema
+    return None
+
+
+# -- documentation from the schema --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDoc:
+    key: str
+    type: str
+    required: bool
+    default: str  # TOML text of the default; "" when required
+    doc: str
+    bounds: str
+    example: str  # TOML text written by `config sample` for a required key
+
+
+def toml_value(value: object) -> str:
+    """``value`` as TOML text (strings, numbers, booleans, arrays of them)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return msgspec.json.encode(value).decode()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML text for {value!r}")
+
+
+def _type_name(t: msgspec.inspect.Type) -> str:
+    inspect = msgspec.inspect
+    if isinstance(t, inspect.Metadata):
+        return _type_name(t.type)
+    if isinstance(t, (inspect.ListType, inspect.TupleType, inspect.VarTupleType)):
+        item = getattr(t, "item_type", None)
+        return f"array of {_type_name(item)}s" if item is not None else "array"
+    if isinstance(t, inspect.LiteralType):
+        return "one of " + ", ".join(toml_value(v) for v in t.values)
+    if isinstance(t, inspect.UnionType):
+        return " or ".join(_type_name(x) for x in t.types if not isinstance(x, inspect.NoneType))
+    names = {
+        inspect.StrType: "string",
+        inspect.IntType: "integer",
+        inspect.FloatType: "number",
+        inspect.BoolType: "boolean",
+    }
+    return names.get(type(t), type(t).__name__.removesuffix("Type").lower())
+
+
+_BOUND_WORDS = (
+    ("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"),
+    ("min_length", "length >="), ("max_length", "length <="),
+)  # fmt: skip
+
+
+def _bounds(t: msgspec.inspect.Type) -> str:
+    if isinstance(t, msgspec.inspect.Metadata):
+        return _bounds(t.type)
+    parts = [
+        f"{word} {getattr(t, attr)}"
+        for attr, word in _BOUND_WORDS
+        if getattr(t, attr, None) is not None
+    ]
+    return ", ".join(parts)
+
+
+def _extra(t: msgspec.inspect.Type) -> dict[str, Any]:
+    if isinstance(t, msgspec.inspect.Metadata):
+        return {**_extra(t.type), **(t.extra_json_schema or {})}
+    return {}
+
+
+def _doc(field: msgspec.inspect.Field) -> str:
+    return str(_extra(field.type).get("description") or "required")
+
+
+def _placeholder(t: msgspec.inspect.Type) -> object:
+    inspect = msgspec.inspect
+    if isinstance(t, inspect.Metadata):
+        return _placeholder(t.type)
+    if isinstance(t, (inspect.ListType, inspect.TupleType, inspect.VarTupleType)):
+        return ["example"]
+    if isinstance(t, inspect.LiteralType):
+        return t.values[0]
+    if isinstance(t, inspect.IntType):
+        return t.ge if t.ge is not None else (t.gt + 1 if t.gt is not None else 0)
+    if isinstance(t, inspect.FloatType):
+        return float(t.ge) if t.ge is not None else 1.0
+    if isinstance(t, inspect.BoolType):
+        return False
+    return "CHANGE-ME"
+
+
+def describe_schema(schema: type[PluginConfig]) -> list[FieldDoc]:
+    """One record per key, in declaration order."""
+    info = msgspec.inspect.type_info(schema)
+    assert isinstance(info, msgspec.inspect.StructType)
+    out = []
+    for f in info.fields:
+        extra = _extra(f.type)
+        examples = extra.get("examples") or []
+        if f.required:
+            default = ""
+        elif f.default_factory is not msgspec.NODEFAULT:
+            default = toml_value(f.default_factory())
+        elif f.default is None:
+            default = "(unset)"
+        else:
+            default = toml_value(f.default)
+        example = toml_value(examples[0] if examples else _placeholder(f.type))
+        out.append(
+            FieldDoc(
+                key=f.encode_name,
+                type=_type_name(f.type),
+                required=f.required,
+                default=default,
+                doc=str(extra.get("description") or ""),
+                bounds=_bounds(f.type),
+                example=example,
+            )
+        )
+    return out
+
+
+def sample_table(
+    schema: type[PluginConfig], *, overrides: Mapping[str, str] | None = None
+) -> list[str]:
+    """Commented TOML lines for a plugin's table: required keys with an example value that the
+    schema accepts (or ``overrides[key]``), optional keys commented out at their default."""
+    lines: list[str] = []
+    for f in describe_schema(schema):
+        what = f.type + (f", {f.bounds}" if f.bounds else "")
+        lines.append(f"# {f.doc or f.key} ({what}; {'required' if f.required else 'optional'})")
+        if f.required:
+            lines.append(f"{f.key} = {(overrides or {}).get(f.key, f.example)}")
+        elif f.default == "(unset)":
+            lines.append(f"# {f.key} = {f.example}")
+        else:
+            lines.append(f"# {f.key} = {f.default}")
+    return lines
