@@ -13,6 +13,7 @@ from streamer.base.lazy import lazy_getattr
 from streamer.client.listener import Listener
 
 if TYPE_CHECKING:
+    from streamer.base.errors import StreamerError
     from streamer.client.backoff import Backoff
     from streamer.client.client import (
         STREAMING_INTERVAL,
@@ -39,6 +40,7 @@ _LAZY = {
     "new_streamer_client": "streamer.client.client",
     "Decision": "streamer.client.events",
     "StreamObserver": "streamer.client.events",
+    "StreamerError": "streamer.base.errors",
     "StreamState": "streamer.client.events",
     "GatewayRegistry": "streamer.client.registry",
     "MagmaRegistry": "streamer.client.registry",
@@ -60,6 +62,7 @@ __all__ = [
     "StaticRegistry",
     "StreamObserver",
     "StreamState",
+    "StreamerError",
     "TLSConfig",
     "__version__",
     "new_streamer_client",

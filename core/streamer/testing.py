@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import pytest
 
+from streamer.base.errors import StreamerError
+
 if TYPE_CHECKING:
     import grpc
     import grpc.aio
@@ -90,7 +92,7 @@ Updates = Union[
 ]
 
 
-class CallClosedError(RuntimeError):
+class CallClosedError(StreamerError, RuntimeError):
     """A test tried to push on a call that already ended (or the client went away)."""
 
 

@@ -7,6 +7,7 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from streamer.base.errors import StreamerError
 from streamer.cli.tables import table
 from streamer.host.plugins import LISTENERS_GROUP, Plugin, Problem, find_plugins, import_plugin
 from streamer.host.schema import PluginConfig, StreamNames, describe_schema, sample_table, schema_of
@@ -14,7 +15,7 @@ from streamer.host.schema import PluginConfig, StreamNames, describe_schema, sam
 __all__ = ["DescribeError", "Described", "describe", "find_schema", "format_description", "sample"]
 
 
-class DescribeError(Exception):
+class DescribeError(StreamerError):
     """A plugin name that is not installed, or whose factory cannot be imported."""
 
 

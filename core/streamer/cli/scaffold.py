@@ -13,12 +13,14 @@ import os
 import re
 from pathlib import Path
 
+from streamer.base.errors import StreamerError
+
 __all__ = ["ScaffoldError", "new_plugin", "plugin_files"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
-class ScaffoldError(Exception):
+class ScaffoldError(StreamerError):
     """The name is not usable or the target directory is not empty."""
 
 

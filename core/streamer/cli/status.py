@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from streamer.base.errors import StreamerError
 from streamer.base.logs import escape
 from streamer.cli.tables import age, table
 
 __all__ = ["HostUnreachable", "fetch_status", "format_fleet", "format_status", "query_address"]
 
 
-class HostUnreachable(Exception):
+class HostUnreachable(StreamerError):
     """No streamer host answered at ``address``; ``reason`` says why."""
 
     def __init__(self, address: str, reason: str) -> None:

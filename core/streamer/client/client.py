@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import grpc.aio
 
+from streamer.base.errors import StreamerError
 from streamer.client._workers import WorkerPool
 from streamer.client.backoff import Backoff
 from streamer.client.events import NullObserver, StreamObserver
@@ -28,7 +29,7 @@ DEFAULT_MAX_STREAMS_PER_CHANNEL = 100
 """Front ends (nginx, Google's) allow ~100-128 concurrent streams per HTTP/2 connection."""
 
 
-class DuplicateStreamError(Exception):
+class DuplicateStreamError(StreamerError):
     """A stream name is already held by another listener, or is already streaming."""
 
     def __init__(self, stream: str, message: str | None = None) -> None:

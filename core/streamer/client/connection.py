@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamer.base.errors import StreamerError
+
 __all__ = [
     "CONTROL_PROXY_OVERRIDE",
     "DEFAULT_KEEPALIVE_TIME",
@@ -37,7 +39,7 @@ DEFAULT_KEEPALIVE_TIME = 300.0
 DEFAULT_KEEPALIVE_TIMEOUT = 20.0
 
 
-class RegistryError(Exception):
+class RegistryError(StreamerError):
     """A connection setting is unusable (missing file, plaintext to a remote host, ...)."""
 
 

@@ -24,6 +24,7 @@ import grpc.aio
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from streamer.base.errors import StreamerError
 from streamer.base.logs import escape
 from streamer.client._workers import WorkerPool
 from streamer.client.backoff import Backoff, BackoffState
@@ -78,7 +79,7 @@ def set_extra_args(request: StreamRequest, extra: any_pb2.Any | None) -> None:
 _OVER_LIMIT = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
 
 
-class StreamRpcError(grpc.aio.AioRpcError):
+class StreamRpcError(grpc.aio.AioRpcError, StreamerError):
     """A failed GetUpdates call as ``report_error`` receives it: the gRPC error (same
     ``code()``, ``details()``, metadata; the original is ``__cause__``) whose ``str()`` names
     the stream and, for a message over the receive limit, the limit and how to raise it.
@@ -144,7 +145,7 @@ class StreamRpcError(grpc.aio.AioRpcError):
         return f"{text} ({hint})" if hint else text
 
 
-class ListenerFault(Exception):
+class ListenerFault(StreamerError):
     """Plugin code raised a ``BaseException`` that is not an ``Exception`` (``SystemExit``,
     ``KeyboardInterrupt``, a custom subclass). It is handled like any listener error, for this
     stream only; the original is ``__cause__``."""

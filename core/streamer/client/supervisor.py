@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from streamer.base.errors import StreamerError
+
 __all__ = [
     "Action",
     "Event",
@@ -52,7 +54,7 @@ class Step:
     error: BaseException | None = None  # what Client.stream raises when action is STOP
 
 
-class ListenerDeclined(EOFError):
+class ListenerDeclined(StreamerError, EOFError):
     """Reported to ``report_error`` when ``update`` returned False (Go's ``io.EOF``)."""
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import importlib_metadata
 
+from streamer.base.errors import StreamerError
 from streamer.base.redact import redact_text
 from streamer.client.backoff import Backoff
 from streamer.client.connection import (
@@ -47,7 +48,7 @@ __all__ = [
 Distributions = Callable[[], Iterable[importlib_metadata.Distribution]] | None
 
 
-class LoadFailed(Exception):
+class LoadFailed(StreamerError):
     """Load-time checks failed; nothing was started. ``str()`` is the readable report."""
 
     def __init__(self, problems: Sequence[Problem | str]) -> None:

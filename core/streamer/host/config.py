@@ -26,6 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
+from streamer.base.errors import StreamerError
 from streamer.base.redact import redact_text
 from streamer.client.connection import (
     CONTROL_PROXY_OVERRIDE,
@@ -65,12 +66,15 @@ _MAX_KEEPALIVE_S = _INT32_MAX / 1000
 _MAX_DURATION_S = float(threading.TIMEOUT_MAX)
 
 
-class ConfigError(Exception):
+class ConfigError(StreamerError):
     """A problem with the configuration file.
 
     ``path`` is the file, ``key`` the dotted key path (``""`` when the problem is the file as a
     whole: missing, unreadable or not valid TOML).
     """
+
+    path: Path
+    key: str
 
     def __init__(self, path: Path | str, key: str, message: str) -> None:
         self.path = Path(path)

@@ -35,6 +35,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 import msgspec
 from msgspec import Meta
 
+from streamer.base.errors import StreamerError
 from streamer.base.redact import MASK, is_secret_key
 from streamer.host.config import _show
 
@@ -95,7 +96,7 @@ class FieldProblem:
         return f"{self.key}: {self.message}" if self.key else self.message
 
 
-class ConfigProblems(ValueError):
+class ConfigProblems(StreamerError, ValueError):
     """Every problem found in one plugin table. A ``ValueError``, so a factory that raises it
     is reported like any bad setting; ``streamer check`` lists the problems one by one."""
 

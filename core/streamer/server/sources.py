@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import quote, unquote
 
+from streamer.base.errors import StreamerError
 from streamer.wire.digest import Digester
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
     "StreamStore",
     "UnknownStreamError",
     "key_filename",
-    "open_source",
     "write_key",
 ]
 
@@ -57,7 +57,7 @@ logger = logging.getLogger("streamer.server.reference")
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 
-class SourceError(Exception):
+class SourceError(StreamerError):
     """A data source cannot be opened or read; the message names the path."""
 
 
@@ -66,7 +66,7 @@ class SourceUnavailable(SourceError):
     up); the server answers UNAVAILABLE so that clients retry, possibly on another replica."""
 
 
-class UnknownStreamError(LookupError):
+class UnknownStreamError(StreamerError, LookupError):
     """The source has no stream of that name. The message does not list the streams that do
     exist: it may reach a client (``known`` is accepted for compatibility and ignored)."""
 
@@ -755,23 +755,3 @@ def _as_bytes(value: object) -> bytes:
     if isinstance(value, bytes):
         return value
     return str(value).encode("utf-8")
-
-
-def open_source(spec: str | os.PathLike[str], *, poll_interval: float = 0.5) -> Source:
-    """A source from a command-line spec: a directory, a ``.sqlite``/``.db`` file, or a
-    ``postgresql://`` DSN (see :mod:`streamer.server.pgsource`)."""
-    if isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://")):
-        from streamer.server.pgsource import PostgresSource
-
-        return PostgresSource(spec)
-    path = Path(spec)
-    if path.suffix.lower() in SQLITE_SUFFIXES:
-        if not path.is_file():
-            raise SourceError(f"SQLite database {str(path)!r} does not exist")
-        return SQLiteSource(path, poll_interval=poll_interval)
-    if path.is_dir():
-        return DirectorySource(path, poll_interval=poll_interval)
-    raise SourceError(
-        f"data source {str(path)!r} is neither a directory nor a SQLite file "
-        f"({', '.join(SQLITE_SUFFIXES)})"
-    )
