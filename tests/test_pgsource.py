@@ -15,8 +15,8 @@ import grpc.aio
 import pytest
 
 from streamer.server.pgsource import SCHEMA_VERSION, PostgresSource, redact_dsn
-from streamer.server.reference import METHOD, ReferenceServer
-from streamer.server.sources import SourceError, UnknownStreamError, open_source
+from streamer.server.reference import METHOD, ReferenceServer, open_source
+from streamer.server.sources import SourceError, UnknownStreamError
 from streamer.wire.streamer_pb2 import DataUpdateBatch, StreamRequest
 from tests.helpers import eventually, free_port, streamer_env
 from tests.pg import PgCluster, find_pg_bindir

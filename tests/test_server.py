@@ -22,6 +22,7 @@ from streamer.server.reference import (
     ReferenceServer,
     ServerTLS,
     StreamSpec,
+    open_source,
     requested_digest,
     run_server,
 )
@@ -32,7 +33,6 @@ from streamer.server.sources import (
     SQLiteSource,
     UnknownStreamError,
     key_filename,
-    open_source,
     write_key,
 )
 from streamer.testing import ReferenceServerFactory

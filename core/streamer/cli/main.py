@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -225,6 +225,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_observability(config: Config, owners: Mapping[str, str]) -> object:
+    """Imported only when ``[metrics] address`` is set: prometheus-client is the metrics extra."""
+    from streamer.observability.metrics import start_observer
+
+    return start_observer(config, owners)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from streamer.host.logsetup import configure_logging
 
@@ -249,7 +256,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for warning in downgrades(config):  # what `streamer check` warns about, in the journal too
         logging.getLogger("streamer.host.host").warning("security downgrade: %s", warning)
-    host = Host(config, reload_config=lambda: load_config(path))
+    host = Host(config, reload_config=lambda: load_config(path), observability=_start_observability)
     try:
         return asyncio.run(host.run())
     except LoadFailed as exc:

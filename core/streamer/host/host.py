@@ -74,6 +74,12 @@ RESTART_SECTIONS = ("cloud", "streaming", "hooks", "hook_tables", "metrics", "lo
 
 T = TypeVar("T")
 
+ObservabilityStarter = Callable[[Config, Mapping[str, str]], object]
+"""Starts the endpoint ``[metrics]`` asks for and returns the observer that feeds it (and stops
+it at ``host_stopping``). The host does not import the observability layer (it sits above the
+host); whoever builds the host passes it: ``streamer run`` passes
+``streamer.observability.metrics.start_observer``."""
+
 # -- pure building blocks (also used by `streamer check`) ---------------------------------
 
 
@@ -118,12 +124,14 @@ class Host:
         distributions: Distributions = None,
         extra_observers: Sequence[object] = (),
         plugin_timeout: float = PLUGIN_TIMEOUT,
+        observability: ObservabilityStarter | None = None,
     ) -> None:
         self.config = config  # what runs: after a partial reload, not what the file says
         self.plugin_timeout = plugin_timeout
         self._reload_config = reload_config
         self._distributions = distributions
         self._extra_observers = extra_observers
+        self._observability = observability
         self._running: dict[str, _Running] = {}  # plugin name -> its listeners' tasks
         self._stopped: dict[str, BaseException] = {}  # stream -> the listener's chosen error
         self._owners: dict[str, str] = {}  # stream -> plugin name
@@ -161,9 +169,15 @@ class Host:
             raise LoadFailed(wrappers)
         self.pm.register(LoggingObserver(self._owners), "streamer-log-observer")
         if self.config.metrics.address is not None:  # the observer stops it at host_stopping
-            from streamer.observability.metrics import start_observability
-
-            metrics, _ = start_observability(self.config, self._owners)
+            if self._observability is None:
+                raise LoadFailed(
+                    [
+                        f"{self.config.path}: [metrics] address is set, but this host was built "
+                        "without an endpoint (Host(observability=...); `streamer run` passes "
+                        "streamer.observability.metrics.start_observer)"
+                    ]
+                )
+            metrics = self._observability(self.config, self._owners)
             self.pm.register(metrics, "streamer-metrics-observer")
         for plugin, obs in hooks:
             self.pm.register(obs, plugin.display)

@@ -44,6 +44,7 @@ __all__ = [
     "MetricsObserver",
     "error_kind",
     "start_observability",
+    "start_observer",
 ]
 
 log = logging.getLogger("streamer.observability.metrics")
@@ -448,3 +449,9 @@ def start_observability(
     observer.server = server
     log.info("metrics and health on http://%s (/metrics /healthz /readyz /status)", server.address)
     return observer, server
+
+
+def start_observer(config: Config, owners: Mapping[str, str]) -> MetricsObserver:
+    """:data:`streamer.host.host.ObservabilityStarter`: start the endpoint, return the observer."""
+    observer, _ = start_observability(config, owners)
+    return observer

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         ReferenceServer,
         ServerTLS,
         StreamSpec,
+        open_source,
         run_server,
     )
     from streamer.server.sources import (
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
         Source,
         SourceError,
         SQLiteSource,
-        open_source,
     )
 
 __all__ = [

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 
 from streamer.server.fleet import CurrentData, FleetView, identify
 from streamer.server.sources import (
+    SQLITE_SUFFIXES,
     Changes,
     DirectorySource,
     MemorySource,
@@ -40,7 +42,6 @@ from streamer.server.sources import (
     SourceUnavailable,
     SQLiteSource,
     UnknownStreamError,
-    open_source,
 )
 from streamer.wire import METHOD, SERVICE
 from streamer.wire.streamer_pb2 import DataUpdate, DataUpdateBatch, StreamRequest
@@ -453,6 +454,26 @@ def _no_such_stream(stream: str) -> str:
     """orc8r's answer to an unknown stream. It never lists the server's other streams: which
     streams exist is for the server's operator, not for whoever can open a connection."""
     return f"stream {shown(stream)} does not exist"
+
+
+def open_source(spec: str | os.PathLike[str], *, poll_interval: float = 0.5) -> Source:
+    """A source from a command-line spec: a directory, a ``.sqlite``/``.db`` file, or a
+    ``postgresql://`` DSN (see :mod:`streamer.server.pgsource`)."""
+    if isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://")):
+        from streamer.server.pgsource import PostgresSource
+
+        return PostgresSource(spec)
+    path = Path(spec)
+    if path.suffix.lower() in SQLITE_SUFFIXES:
+        if not path.is_file():
+            raise SourceError(f"SQLite database {str(path)!r} does not exist")
+        return SQLiteSource(path, poll_interval=poll_interval)
+    if path.is_dir():
+        return DirectorySource(path, poll_interval=poll_interval)
+    raise SourceError(
+        f"data source {str(path)!r} is neither a directory nor a SQLite file "
+        f"({', '.join(SQLITE_SUFFIXES)})"
+    )
 
 
 async def run_server(
