@@ -1,4 +1,9 @@
-"""Observer hooks (pluggy): cross-cutting watchers of stream events.
+"""Observers (pluggy): cross-cutting watchers of stream events.
+
+One word for one thing: an *observer* is a plugin that watches stream events; the events it can
+implement are declared in :class:`ObserverSpecs` (pluggy calls them hooks, hence ``hookimpl``).
+0.1 called the specs ``HookSpecs`` and this module ``streamer.hooks``; both still work, with a
+``DeprecationWarning``.
 
 Observers are enabled by name from the ``streamer.hooks`` entry-point group (the entry point is a
 module or object with ``@hookimpl`` methods, or a factory called with the observer's config
@@ -31,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROJECT",
-    "HookSpecs",
+    "ObserverSpecs",
     "PluggyObserver",
     "hookimpl",
     "hookspec",
@@ -45,8 +50,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 log = logging.getLogger("streamer.hooks")
 
 
-class HookSpecs:
-    """Hook specifications. Implementations may accept any subset of the arguments."""
+class ObserverSpecs:
+    """The events an observer may implement (with ``@hookimpl``); an implementation may accept
+    any subset of the arguments."""
 
     @hookspec
     def streamer_stream_started(self, stream: str) -> None:
@@ -92,7 +98,7 @@ class HookSpecs:
 
 def make_plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(PROJECT)
-    pm.add_hookspecs(HookSpecs)
+    pm.add_hookspecs(ObserverSpecs)
     return pm
 
 
@@ -359,3 +365,16 @@ def describe_error(error: BaseException) -> str:
             hint = getattr(error, "hint", "")  # StreamRpcError: e.g. which limit to raise
             return f"{text} ({hint})" if hint else text
     return f"{type(error).__name__}: {error}"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HookSpecs":  # the 0.1 name
+        import warnings
+
+        warnings.warn(
+            "streamer HookSpecs is now ObserverSpecs (the old name goes in 0.4)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ObserverSpecs
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
