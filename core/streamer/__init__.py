@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         StaticRegistry,
         TLSConfig,
     )
+    from streamer.host.schema import ConfigProblems, Doc, PluginConfig, StreamNames, config_schema
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,12 @@ _LAZY = {
     "Decision": "streamer.client.events",
     "StreamObserver": "streamer.client.events",
     "StreamerError": "streamer.base.errors",
+    # what a plugin author declares its configuration with
+    "ConfigProblems": "streamer.host.schema",
+    "Doc": "streamer.host.schema",
+    "PluginConfig": "streamer.host.schema",
+    "StreamNames": "streamer.host.schema",
+    "config_schema": "streamer.host.schema",
     "StreamState": "streamer.client.events",
     "GatewayRegistry": "streamer.client.registry",
     "MagmaRegistry": "streamer.client.registry",
@@ -53,18 +60,23 @@ __all__ = [
     "STREAMING_INTERVAL",
     "Backoff",
     "Client",
+    "ConfigProblems",
     "Decision",
+    "Doc",
     "DuplicateStreamError",
     "GatewayRegistry",
     "Listener",
     "MagmaRegistry",
+    "PluginConfig",
     "RegistryError",
     "StaticRegistry",
+    "StreamNames",
     "StreamObserver",
     "StreamState",
     "StreamerError",
     "TLSConfig",
     "__version__",
+    "config_schema",
     "new_streamer_client",
 ]
 

@@ -74,7 +74,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from streamer.host.schema import Doc, PluginConfig, StreamNames, config_schema
+from streamer import Doc, PluginConfig, StreamNames, config_schema
 from streamer.wire import DataUpdateBatch
 
 __all__ = {sorted_all}
@@ -138,7 +138,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from streamer.host.schema import ConfigProblems, validate
+from streamer import ConfigProblems
+from streamer.host.schema import validate
 from streamer.testing import ScriptedServer, run_listener
 from streamer.wire import DataUpdate, DataUpdateBatch
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
+from streamer import Doc, PluginConfig, config_schema
 from streamer.base.logs import escape
-from streamer.host.schema import Doc, PluginConfig, config_schema
 from streamer.wire import DataUpdateBatch
 
 log = logging.getLogger("streamer.plugin.hello")
