@@ -142,6 +142,46 @@ def test_control_proxy() -> None:
     assert cfg("[cloud]\ntarget = 'h:1'\n").require_cloud().control_proxy_override is None
 
 
+def test_targets_become_one_address_list_target() -> None:
+    cloud = cfg(
+        '[cloud]\ntargets = ["10.0.0.1:7443", "10.0.0.2:7443"]\nauthority = "streamer.example"\n'
+    ).require_cloud()
+    assert cloud.targets == ("10.0.0.1:7443", "10.0.0.2:7443")
+    assert cloud.target == "ipv4:10.0.0.1:7443,10.0.0.2:7443"
+    assert cloud.use_tls  # not loopback, nothing says otherwise
+    v6 = cfg('[cloud]\ntargets = ["[::1]:1", "[::1]:2"]\n').require_cloud()
+    assert v6.target == "ipv6:[::1]:1,[::1]:2" and not v6.use_tls  # every address is loopback
+    # One loopback address among remote ones does not make the list loopback.
+    mixed = cfg('[cloud]\ntargets = ["127.0.0.1:1", "10.0.0.2:2"]\ninsecure = true\n')
+    assert not is_loopback(mixed.require_cloud().target or "")
+    # A single address is allowed, and its own IP is the name checked (no authority needed).
+    one = cfg('[cloud]\ntargets = ["10.0.0.1:7443"]\n').require_cloud()
+    assert one.target == "ipv4:10.0.0.1:7443" and one.use_tls
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ("targets = ['10.0.0.1:1']\ntarget = 'h:1'", "cloud.targets", "got both target and"),
+        ("targets = ['10.0.0.1:1']\ncontrol_proxy = 'c.yml'", "cloud.control_proxy", "both"),
+        ("targets = []", "cloud.targets", "non-empty array"),
+        ("targets = '10.0.0.1:1'", "cloud.targets", "array of IP:port"),
+        ("targets = [1]", "cloud.targets[0]", "got 1 (integer)"),
+        ("targets = ['10.0.0.1:1', 'cloud.example:1']", "cloud.targets[1]", "IP literals"),
+        ("targets = ['10.0.0.1:0']", "cloud.targets[0]", "from 1 to 65535"),
+        ("targets = ['::1:80']", "cloud.targets[0]", "IPv6 in brackets"),
+        ("targets = ['10.0.0.1:1', '10.0.0.1:1']", "cloud.targets[1]", "once"),
+        ("targets = ['10.0.0.1:1', '[::1]:1']", "cloud.targets", "one family"),
+        # TLS to several replicas: one name is checked for all of them, so it must be given.
+        ("targets = ['10.0.0.1:1', '10.0.0.2:1']", "cloud.authority", "every replica"),
+        ("targets = ['127.0.0.1:1', '127.0.0.2:1']\nroot_ca = 'ca'", "cloud.authority", "name"),
+    ],
+)
+def test_targets_errors(text: str, key: str, fragment: str) -> None:
+    e = error("[cloud]\n" + text + "\n")
+    assert e.key == key and fragment in e.message, e.message
+
+
 def test_backoff_max_defaults_to_interval_but_not_below_initial() -> None:
     assert cfg("[streaming]\ninterval = 5\n").streaming.backoff_max == 5.0
     assert cfg("[streaming]\ninterval = 0.1\n").streaming.backoff_max == 1.0
@@ -201,7 +241,7 @@ def test_message_format_for_a_wrong_value() -> None:
         ("[streaming]\nintervall = 3", "streaming.intervall", "did you mean 'interval'?"),
         ("streaming = 3", "streaming", "expected a table, got 3 (integer)"),
         ("[clod]\ntarget = 'h:1'", "clod", "unknown key; did you mean 'cloud'?"),
-        ("[cloud]\ngateway_id = 'x'", "cloud", "got neither"),
+        ("[cloud]\ngateway_id = 'x'", "cloud", "got none"),
         ("[cloud]\ntarget = 'h:1'\ncontrol_proxy = 'c.yml'", "cloud.control_proxy", "both"),
         ("[cloud]\ncontrol_proxy = 'c.yml'\nroot_ca = 'ca'", "cloud.root_ca", "control_proxy"),
         (

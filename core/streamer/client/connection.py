@@ -7,7 +7,7 @@ through this module, so it stays fast and never imports grpc.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ __all__ = [
     "magma_settings",
     "read_control_proxy",
     "read_pem",
+    "targets_uri",
 ]
 
 # Default gRPC servers (C core, Go) count a ping as abuse when it comes less than 5 minutes after
@@ -81,10 +82,49 @@ def check_key_matches_cert(cert: bytes, key: bytes, cert_path: Path, key_path: P
         )
 
 
+def targets_uri(addresses: Sequence[str]) -> str:
+    """Several ``IP:port`` server addresses as one gRPC target: ``ipv4:A,B`` or ``ipv6:A,B``.
+
+    One channel then holds every address and gRPC's ``pick_first`` moves to the next one when
+    the connection in use fails (the registry's service config shuffles the list, so a fleet
+    spreads over the replicas). gRPC's address-list schemes take IP literals of one family only,
+    not host names (a name with several addresses is ``target = "name:port"``): ValueError says
+    which entry is not usable.
+    """
+    if not addresses:
+        raise ValueError("expected at least one IP:port address, got none")
+    families: set[int] = set()
+    for address in addresses:
+        host, sep, port = address.rpartition(":")
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            ip = ipaddress.ip_address(bare)
+        except ValueError:
+            ip = None
+        if not sep or ip is None or (ip.version == 6) != (bare != host):
+            raise ValueError(
+                f"expected IP:port (IPv6 in brackets), got {address!r}: several addresses "
+                "must be IP literals; for a host name with several addresses use target"
+            )
+        if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+            raise ValueError(f"expected a port from 1 to 65535 in {address!r}")
+        families.add(ip.version)
+    if len(families) > 1:
+        raise ValueError(
+            "expected addresses of one family (all IPv4 or all IPv6), got both: gRPC dials "
+            "one address list per family"
+        )
+    return f"ipv{families.pop()}:" + ",".join(addresses)
+
+
 def is_loopback(target: str) -> bool:
-    """True for targets that cannot leave this machine (127/8, ::1, localhost, unix sockets)."""
+    """True for targets that cannot leave this machine (127/8, ::1, localhost, unix sockets).
+
+    An address list (``ipv4:A,B``) is loopback when every address in it is."""
     if target.startswith(("unix:", "unix-abstract:")):
         return True
+    if target.startswith(("ipv4:", "ipv6:")):
+        return all(is_loopback(a) for a in target[len("ipv4:") :].split(","))
     host = target
     if host.startswith("dns:///"):
         host = host[len("dns:///") :]
@@ -234,7 +274,14 @@ class ResolvedConnection:
         else:
             mode = "plaintext"
         lines = [f"target: {self.target}", f"mode: {mode}"]
-        lines.append(f"authority: {self.authority or '(default: the target host)'}")
+        if len(self.addresses) > 1:
+            lines.insert(
+                1,
+                f"targets: {', '.join(self.addresses)} (one connection at a time; tried in a "
+                "random order, the next one when the connection in use fails)",
+            )
+        default = "the address list" if len(self.addresses) > 1 else "the target host"
+        lines.append(f"authority: {self.authority or f'(default: {default})'}")
         if self.tls:
             lines.append(f"root_ca: {self.root_ca or '(system trust store)'}")
             if self.client_cert is not None:
@@ -253,6 +300,7 @@ class ResolvedConnection:
 
         return {
             "target": self.target,
+            "targets": list(self.addresses),
             "mode": mode,
             "authority": self.authority,
             "root_ca": path(self.root_ca),
@@ -260,6 +308,14 @@ class ResolvedConnection:
             "client_key": path(self.client_key),
             "files": [str(f) for f in self.files],
         }
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The server addresses dialled: each of an address list (``ipv4:A,B``, from
+        ``[cloud] targets``), else the one target."""
+        if self.target.startswith(("ipv4:", "ipv6:")):
+            return tuple(self.target[len("ipv4:") :].split(","))
+        return (self.target,)
 
     def checked_name(self) -> str:
         """The host name the server's certificate must match (authority, else target host)."""

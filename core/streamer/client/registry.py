@@ -14,6 +14,7 @@ the last good one stays, with one warning, and the files are tried again at the 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_KEEPALIVE_TIME",
     "DEFAULT_KEEPALIVE_TIMEOUT",
     "DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH",
+    "PICK_FIRST_SHUFFLED",
     "GatewayRegistry",
     "MagmaRegistry",
     "RegistryError",
@@ -50,6 +52,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("streamer.client.registry")
+
+PICK_FIRST_SHUFFLED = json.dumps(
+    {"loadBalancingConfig": [{"pick_first": {"shuffleAddressList": True}}]}
+)
+"""The channels' service config (gRFC A62; honoured by grpcio 1.62 and later)."""
 
 # gRPC's default receive limit is 4 MiB; Magma users hit it with ~18k subscribers.
 DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH = 64 * 1024 * 1024
@@ -220,6 +227,11 @@ class StaticRegistry:
             "grpc.initial_reconnect_backoff_ms": 100,
             "grpc.min_reconnect_backoff_ms": 100,
             "grpc.max_reconnect_backoff_ms": int(min(max(max_reconnect_backoff, 0.1), 1.0) * 1000),
+            # Several server addresses (an ``ipv4:A,B`` list from [cloud] targets, or a DNS
+            # name with several records): one connection at a time, to the first address that
+            # answers, the next when it fails; each connection shuffles the list first, so a
+            # fleet spreads over the replicas instead of all landing on the first.
+            "grpc.service_config": PICK_FIRST_SHUFFLED,
         }
         if authority:
             opts["grpc.default_authority"] = authority

@@ -33,6 +33,7 @@ from streamer.client.connection import (
     DEFAULT_KEEPALIVE_TIME,
     DEFAULT_KEEPALIVE_TIMEOUT,
     is_loopback,
+    targets_uri,
 )
 
 __all__ = [
@@ -91,10 +92,13 @@ class CloudConfig:
     Exactly one of ``target`` and ``control_proxy`` is set. With ``control_proxy`` the address,
     TLS files and authority come from Magma's ``control_proxy.yml`` with
     ``control_proxy_override`` (default ``/var/opt/magma/configs/control_proxy.yml``) laid
-    over it, key by key, as Magma reads them.
+    over it, key by key, as Magma reads them. ``targets`` (the file's ``targets = [...]``,
+    several replicas' ``IP:port``) is dialled as the one gRPC target ``ipv4:A,B`` in
+    ``target``.
     """
 
     target: str | None = None
+    targets: tuple[str, ...] = ()
     insecure: bool = False
     root_ca: Path | None = None
     client_cert: Path | None = None
@@ -283,12 +287,21 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
 
 def _cloud(v: _Validator, raw: object) -> CloudConfig:
     t = v.table(raw, "cloud", _CLOUD_KEYS)
-    if "target" in t and "control_proxy" in t:
-        v.fail("cloud.control_proxy", "expected either target or control_proxy, got both")
-    if "target" not in t and "control_proxy" not in t:
-        v.fail("cloud", "expected a target (host:port) or a control_proxy path, got neither")
+    given = [k for k in ("target", "targets", "control_proxy") if k in t]
+    if len(given) > 1:
+        v.fail(
+            f"cloud.{given[1]}",
+            f"expected one of target, targets and control_proxy, got both {given[0]} and "
+            f"{given[1]}",
+        )
+    if not given:
+        v.fail(
+            "cloud",
+            "expected a target (host:port), targets (a list of IP:port) or a control_proxy "
+            "path, got none",
+        )
     if "control_proxy_override" in t and "control_proxy" not in t:
-        v.fail("cloud.control_proxy_override", "only allowed with control_proxy, got target")
+        v.fail("cloud.control_proxy_override", f"only allowed with control_proxy, got {given[0]}")
     if "control_proxy" in t:
         for key in _TLS_KEYS:
             if key in t:
@@ -298,8 +311,10 @@ def _cloud(v: _Validator, raw: object) -> CloudConfig:
                     + _show(t[key]),
                 )
     target = v.address(t, "cloud.target", allow_port_zero=False) if "target" in t else None
+    targets = v.addresses(t, "cloud.targets") if "targets" in t else ()
     cloud = CloudConfig(
-        target=target,
+        target=targets_uri(targets) if targets else target,
+        targets=targets,
         insecure=v.boolean(t, "cloud.insecure", False),
         root_ca=v.path(t, "cloud.root_ca"),
         client_cert=v.path(t, "cloud.client_cert"),
@@ -334,6 +349,14 @@ def _cloud(v: _Validator, raw: object) -> CloudConfig:
         v.fail(f"cloud.{missing}", f"expected a path because {have} is set, got nothing")
     if cloud.insecure and (cloud.root_ca or cloud.client_cert):
         v.fail("cloud.insecure", "expected false when root_ca or client_cert is set, got true")
+    if len(targets) > 1 and cloud.use_tls and cloud.authority is None:
+        # One connection holds every address and checks one name for all of them; without
+        # authority gRPC would check the joined list, which no certificate carries.
+        v.fail(
+            "cloud.authority",
+            "expected the name every replica's certificate carries (TLS to several targets "
+            "checks each one against that name), got nothing",
+        )
     return cloud
 
 
@@ -515,6 +538,27 @@ class _Validator:
         if parts is None or not low <= parts[1] <= 65535:
             self.fail(key, f"expected {expected}, got {_show(value)}")
         return value
+
+    def addresses(self, t: Mapping[str, Any], key: str) -> tuple[str, ...]:
+        value = self._get(t, key)
+        if not isinstance(value, list) or not value:
+            self.fail(key, f"expected a non-empty array of IP:port strings, got {_show(value)}")
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                self.fail(f"{key}[{i}]", f"expected an IP:port string, got {_show(item)}")
+            try:
+                targets_uri([item])
+            except ValueError as exc:
+                self.fail(f"{key}[{i}]", str(exc))
+            if item in seen:
+                self.fail(f"{key}[{i}]", f"expected each address once, got {item!r} again")
+            seen.add(item)
+        try:
+            targets_uri(value)
+        except ValueError as exc:
+            self.fail(key, str(exc))
+        return tuple(value)
 
     def choice(
         self,
