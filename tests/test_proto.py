@@ -45,6 +45,7 @@ def test_floors_match_pyproject() -> None:
         "tomli",
         "prometheus-client",
         "msgspec",
+        "asyncpg",
     )
     for name in names:
         declared = re.search(rf'"{re.escape(name)}>=([0-9.]+)', pyproject)
