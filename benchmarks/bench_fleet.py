@@ -8,12 +8,19 @@ own processes), and the gateways in a separate client process.
   over several rounds. Then single-key transactions as fast as one writer commits them for a few
   seconds: commits/s, and how long after the last commit every call has it (lag). Also the
   replicas' RSS per attached call.
+- B11 failover: N streams (one listener each, the project's client given both replicas as
+  ``[cloud] targets`` would, default backoff: 1 s initial, 20 s cap) all on replica A while a
+  writer commits continuously; A is SIGKILLed. Per stream, the time from the kill until its call
+  is open again (response headers) on B: p50 / p99 / max against the backoff cap; how many moved
+  without a snapshot (their digest matched); zero lost changes (every stream's final state equals
+  the table). Also replica memory: RSS per stream held (one version each) and per attached
+  stream.
 - B12 database restart: N streams (one listener each, the project's own client, half on each
   replica) while a writer commits continuously; PostgreSQL is stopped (``-m fast``) and started
   again mid-run. Zero lost changes means every stream's final state (digest) equals the table;
   the replicas must recover by themselves.
 
-    .venv/bin/python benchmarks/bench_fleet.py [--quick] [--only B10,B12]
+    .venv/bin/python benchmarks/bench_fleet.py [--quick] [--only B10,B11,B12]
 """
 
 from __future__ import annotations
@@ -100,50 +107,97 @@ async def _client_fanout(addresses: list[str], n: int, stream: str) -> None:
         t.cancel()
 
 
-async def _client_mirror(addresses: list[str], n: int) -> None:
-    """N streams s0..s{n-1}, one listener each (the project's client); on "dump" print each
-    stream's digest."""
-    from streamer import StaticRegistry, new_streamer_client
-    from streamer.client.backoff import Backoff
+class _Mirror:
+    """Holds one stream's state; with ``digest`` it sends its digest, as a sink does (a gateway
+    that moves to another replica then gets no snapshot when it is in sync)."""
+
+    def __init__(self, name: str, digest: bool) -> None:
+        self.name = name
+        self.digest = digest
+        self.data: dict[str, bytes] = {}
+
+    def get_extra_args(self) -> Any:
+        from google.protobuf.wrappers_pb2 import StringValue
+
+        from streamer.wire.digest import snapshot_digest
+
+        if not (self.digest and self.data):
+            return None
+        return StringValue(value=snapshot_digest(self.data.items()))
+
+    async def update(self, batch: Any) -> bool:
+        data = {} if batch.resync else self.data
+        for u in batch.updates:
+            if u.value:
+                data[u.key] = u.value
+            else:
+                data.pop(u.key, None)
+        self.data = data
+        return True
+
+    async def report_error(self, error: BaseException) -> None:
+        return None
+
+
+class _Watch:
+    """Observer: when each stream's call was (re)established, and its snapshots."""
+
+    def __init__(self) -> None:
+        self.streaming: dict[str, list[float]] = {}
+        self.resyncs: dict[str, list[float]] = {}
+
+    def state_changed(self, stream: str, state: Any) -> None:
+        if state.value == "streaming":
+            self.streaming.setdefault(stream, []).append(time.time())
+
+    def batch_received(self, stream: str, batch: Any) -> None:
+        if batch.resync:
+            self.resyncs.setdefault(stream, []).append(time.time())
+
+    def __getattr__(self, name: str) -> Any:  # the other StreamObserver events: ignored
+        return lambda *args: None
+
+
+async def _client_mirror(addresses: list[str], n: int, failover: bool = False) -> None:
+    """N streams s0..s{n-1}, one listener each (the project's client). Commands: "dump" prints
+    each stream's digest; "since T" prints, per stream, the first time its call was open again
+    after T and how many snapshots it got after T.
+
+    Without ``failover`` the streams are spread over one client per replica, with a short
+    backoff; with it, one client dials every replica as one address list (``[cloud] targets``)
+    with the default backoff (1 s initial, capped at the 20 s streaming interval)."""
+    from streamer import Backoff, StaticRegistry, new_streamer_client
+    from streamer.client.connection import targets_uri
     from streamer.wire.digest import snapshot_digest
 
-    class Mirror:
-        def __init__(self, name: str) -> None:
-            self.name = name
-            self.data: dict[str, bytes] = {}
-
-        def get_extra_args(self) -> None:
-            return None
-
-        async def update(self, batch: Any) -> bool:
-            data = {} if batch.resync else self.data
-            for u in batch.updates:
-                if u.value:
-                    data[u.key] = u.value
-                else:
-                    data.pop(u.key, None)
-            self.data = data
-            return True
-
-        async def report_error(self, error: BaseException) -> None:
-            return None
-
-    listeners = [Mirror(f"s{i}") for i in range(n)]
-    clients = [
-        new_streamer_client(
-            StaticRegistry(a), streaming_interval=1.0, backoff=Backoff(initial=0.2, maximum=2.0)
-        )
-        for a in addresses
-    ]
+    watch = _Watch()
+    listeners = [_Mirror(f"s{i}", digest=failover) for i in range(n)]
+    if failover:
+        clients = [new_streamer_client(StaticRegistry(targets_uri(addresses)), observer=watch)]
+    else:
+        clients = [
+            new_streamer_client(
+                StaticRegistry(a), streaming_interval=1.0, backoff=Backoff(initial=0.2, maximum=2.0)
+            )
+            for a in addresses
+        ]
     tasks = [
         asyncio.create_task(clients[i % len(clients)].stream(listener))
         for i, listener in enumerate(listeners)
     ]
     while any(not m.data for m in listeners):  # every stream has its first snapshot
         await asyncio.sleep(0.01)
-    async for _ in _commands():
-        digests = {m.name: snapshot_digest(m.data.items()) for m in listeners}
-        print(json.dumps(digests), flush=True)
+    async for line in _commands():
+        if line.startswith("since"):
+            t = float(line.split()[1])
+            back = {m.name: next((x for x in watch.streaming.get(m.name, []) if x > t), None)
+                    for m in listeners}  # fmt: skip
+            snaps = {m.name: sum(1 for x in watch.resyncs.get(m.name, []) if x > t)
+                     for m in listeners}  # fmt: skip
+            print(json.dumps({"back": back, "snapshots": snaps}), flush=True)
+        else:
+            digests = {m.name: snapshot_digest(m.data.items()) for m in listeners}
+            print(json.dumps(digests), flush=True)
     for c in clients:
         await c.close(timeout=2)
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -166,22 +220,28 @@ class Fleet:
         self.replicas: list[subprocess.Popen[str]] = []
         self.addresses: list[str] = []
 
+    def free_port(self) -> int:
+        port = free_port()
+        while f"127.0.0.1:{port}" in self.addresses:
+            port = free_port()
+        return port
+
     def start_replicas(self, count: int = 2) -> None:
         for _ in range(count):
-            port = free_port()
-            while f"127.0.0.1:{port}" in self.addresses:
-                port = free_port()
-            proc = subprocess.Popen(
-                [PYTHON, "-m", "streamer.cli", "serve", "--source", self.dsn,
-                 "--address", f"127.0.0.1:{port}", "--mode", "push", "--log-level", "WARNING"],
-                stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line.startswith("streamer serve:"):
-                raise RuntimeError(f"replica did not start: {line!r}")
-            self.replicas.append(proc)
-            self.addresses.append(f"127.0.0.1:{port}")
+            self.start_replica(self.free_port())
+
+    def start_replica(self, port: int) -> None:
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "streamer.cli", "serve", "--source", self.dsn,
+             "--address", f"127.0.0.1:{port}", "--mode", "push", "--log-level", "WARNING"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("streamer serve:"):
+            raise RuntimeError(f"replica did not start: {line!r}")
+        self.replicas.append(proc)
+        self.addresses.append(f"127.0.0.1:{port}")
 
     def rss_kib(self) -> list[int]:
         out = []
@@ -310,10 +370,135 @@ async def _b10(quick: bool, procs: int) -> list[Row]:
     ]  # fmt: skip
 
 
-async def _b12(quick: bool) -> list[Row]:
+async def _write_one(db: Any, n: int) -> None:
+    """One committed change to a random key of a random stream s0..s{n-1}: 80 % upserts,
+    20 % deletes."""
+    stream = f"s{random.randrange(n)}"
+    key = f"k{random.randrange(50)}"
+    if random.random() < 0.2:
+        await db.execute("DELETE FROM streamer_data WHERE stream = $1 AND key = $2", stream, key)
+    else:
+        await db.execute(
+            "INSERT INTO streamer_data VALUES ($1, $2, $3) ON CONFLICT (stream, key) "
+            "DO UPDATE SET value = excluded.value",
+            stream, key, os.urandom(8),
+        )  # fmt: skip
+
+
+async def _converged(db: Any, gateways: Gateways, n: int) -> tuple[int, float]:
+    """(streams whose state differs from the table, seconds until none did or 30 s passed)."""
+    from streamer.wire.digest import snapshot_digest
+
+    rows = await db.fetch("SELECT stream, key, value FROM streamer_data")
+    table: dict[str, dict[str, bytes]] = {f"s{i}": {} for i in range(n)}
+    for r in rows:
+        table[r["stream"]][r["key"]] = bytes(r["value"])
+    want = {s: snapshot_digest(d.items()) for s, d in table.items()}
+    t_end = time.monotonic()
+    mismatched = n
+    while time.monotonic() - t_end < 30:
+        got = await asyncio.to_thread(gateways.ask, "dump")
+        mismatched = sum(1 for s in want if got.get(s) != want[s])
+        if not mismatched:
+            break
+        await asyncio.sleep(0.2)
+    return mismatched, time.monotonic() - t_end
+
+
+async def _first_batch(address: str, stream: str) -> int:
+    """Open a call for ``stream`` and return the key count of its first batch (-1 while the
+    replica does not know the stream yet)."""
+    import grpc.aio
+
+    from streamer.server.reference import METHOD
+    from streamer.wire.streamer_pb2 import DataUpdateBatch, StreamRequest
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.unary_stream(
+            METHOD,
+            request_serializer=StreamRequest.SerializeToString,
+            response_deserializer=DataUpdateBatch.FromString,
+        )(StreamRequest(stream_name=stream))
+        try:
+            batch = await call.read()
+        except grpc.aio.AioRpcError:
+            return -1
+        call.cancel()
+        return len(batch.updates)
+
+
+async def _b11(quick: bool) -> list[Row]:
     import asyncpg
 
-    from streamer.wire.digest import snapshot_digest
+    n = 100 if quick else 500
+    write_s = 3.0 if quick else 8.0
+    keys = 10
+    cap = 20.0  # the client's backoff cap: Backoff() default, the 20 s streaming interval
+    fleet = Fleet()
+    writes = 0
+    try:
+        port_b = fleet.free_port()
+        fleet.start_replica(fleet.free_port())  # A, alone: every stream lands on it
+        address_a = fleet.addresses[0]
+        rss_empty = fleet.rss_kib()[0]
+        db = await asyncpg.connect(fleet.dsn)
+        for i in range(n):  # one transaction per stream: each its own version
+            await db.executemany(
+                "INSERT INTO streamer_data VALUES ($1, $2, $3)",
+                [(f"s{i}", f"k{j}", os.urandom(50)) for j in range(keys)],
+            )
+        while await _first_batch(address_a, f"s{n - 1}") != keys:  # A holds every stream
+            await asyncio.sleep(0.05)
+        rss_held = fleet.rss_kib()[0]
+        gateways = await asyncio.to_thread(
+            Gateways, "failover", [address_a, f"127.0.0.1:{port_b}"], n
+        )
+        await asyncio.sleep(0.5)
+        rss_attached = fleet.rss_kib()[0]
+        fleet.start_replica(port_b)
+        t0 = time.monotonic()
+        killed_at = 0.0
+        while time.monotonic() - t0 < write_s:
+            if not killed_at and time.monotonic() - t0 > write_s / 3:
+                killed_at = time.time()
+                fleet.replicas[0].kill()  # SIGKILL
+                fleet.replicas[0].wait()
+            await _write_one(db, n)
+            writes += 1
+        mismatched, converge = await _converged(db, gateways, n)
+        await db.close()
+        moved = await asyncio.to_thread(gateways.ask, f"since {killed_at}")
+        gateways.close()
+    finally:
+        fleet.close()
+    back = [t - killed_at if t is not None else float("inf") for t in moved["back"].values()]
+    stuck = sum(1 for t in back if t == float("inf"))
+    p50, p99, worst = (percentile(back, p) for p in (50, 99, 100))
+    no_snapshot = sum(1 for c in moved["snapshots"].values() if c == 0)
+    per_stream = (rss_held - rss_empty) / n
+    per_call = (rss_attached - rss_held) / n
+    return [
+        Row("B11", f"failover: SIGKILL the replica holding {n} streams, time until each "
+            "streams again on the other", "-",
+            f"{fmt(p50)} / {fmt(p99)} / {fmt(worst)} s",
+            f"max {fmt(worst)} s vs backoff cap {cap:g} s", verdict(not stuck and worst <= cap),
+            f"p50 / p99 / max; {n - no_snapshot} of {n} needed a snapshot (changed while "
+            "moving), the rest resumed by digest"),
+        Row("B11", f"failover under continuous writes, {n} streams", "-",
+            f"{mismatched} of {n} streams differ from the table",
+            f"converged {fmt(converge)} s after the last write", verdict(mismatched == 0),
+            f"{writes} commits during the run"),
+        Row("B11", "replica RSS per stream held (one version each)", "-",
+            f"{fmt(per_stream)} KiB", f"{keys} keys x 50 B per stream", "info",
+            f"{n} streams; RSS growth as the replica loaded them"),
+        Row("B11", "replica RSS per attached stream (project's client, push)", "-",
+            f"{fmt(per_call)} KiB", f"{fmt(rss_attached / 1024)} MiB in all", "info",
+            f"{n} calls from one gateway process over {-(-n // 100)} connections"),
+    ]  # fmt: skip
+
+
+async def _b12(quick: bool) -> list[Row]:
+    import asyncpg
 
     n = 100 if quick else 1000
     write_s = 3.0 if quick else 8.0
@@ -339,33 +524,10 @@ async def _b12(quick: bool) -> list[Row]:
                 down_s = time.monotonic() - t_down
                 db = await asyncpg.connect(fleet.dsn)
                 restarted = True
-            stream = f"s{random.randrange(n)}"
-            key = f"k{random.randrange(50)}"
-            if random.random() < 0.2:
-                await db.execute("DELETE FROM streamer_data WHERE stream = $1 AND key = $2",
-                                 stream, key)  # fmt: skip
-            else:
-                await db.execute(
-                    "INSERT INTO streamer_data VALUES ($1, $2, $3) ON CONFLICT (stream, key) "
-                    "DO UPDATE SET value = excluded.value",
-                    stream, key, os.urandom(8),
-                )  # fmt: skip
+            await _write_one(db, n)
             writes += 1
-        rows = await db.fetch("SELECT stream, key, value FROM streamer_data")
+        mismatched, converge = await _converged(db, gateways, n)
         await db.close()
-        table: dict[str, dict[str, bytes]] = {f"s{i}": {} for i in range(n)}
-        for r in rows:
-            table[r["stream"]][r["key"]] = bytes(r["value"])
-        want = {s: snapshot_digest(d.items()) for s, d in table.items()}
-        t_end = time.monotonic()
-        mismatched = n
-        while time.monotonic() - t_end < 30:
-            got = await asyncio.to_thread(gateways.ask, "dump")
-            mismatched = sum(1 for s in want if got.get(s) != want[s])
-            if not mismatched:
-                break
-            await asyncio.sleep(0.2)
-        converge = time.monotonic() - t_end
         gateways.close()
     finally:
         fleet.close()
@@ -382,6 +544,8 @@ async def _run(args: Any) -> list[Row]:
     rows: list[Row] = []
     if "B10" in wanted:
         rows += await _b10(args.quick, args.client_procs)
+    if "B11" in wanted:
+        rows += await _b11(args.quick)
     if "B12" in wanted:
         rows += await _b12(args.quick)
     return rows
@@ -394,10 +558,10 @@ def main(argv: list[str] | None = None) -> int:
         if mode == "fanout":
             asyncio.run(_client_fanout(addresses, n, "subs"))
         else:
-            asyncio.run(_client_mirror(addresses, n))
+            asyncio.run(_client_mirror(addresses, n, failover=mode == "failover"))
         return 0
     p = parser(__doc__ or "")
-    p.add_argument("--only", default="B10,B12", help="B10, B12 or both")
+    p.add_argument("--only", default="B10,B11,B12", help="some of B10, B11, B12")
     p.add_argument(
         "--client-procs", type=int, default=1, help="B10: gateway processes sharing the calls"
     )

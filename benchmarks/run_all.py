@@ -36,6 +36,7 @@ SCRIPTS: dict[str, tuple[str, list[str]]] = {
     "B8": ("bench_cold_start.py", []),
     "B9": ("bench_sink.py", []),
     "B10": ("bench_fleet.py", ["--only", "B10"]),
+    "B11": ("bench_fleet.py", ["--only", "B11"]),
     "B12": ("bench_fleet.py", ["--only", "B12"]),
     "B13": ("bench_files.py", []),
     "B13-RSS": ("bench_files_rss.py", []),

@@ -23,8 +23,7 @@ def sink_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     sys.modules.pop("reliability_sink", None)
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
+def _new_pg_cluster() -> PgCluster:
     """A throwaway PostgreSQL cluster (skipped without PostgreSQL's binaries, unless
     STREAMER_REQUIRE_POSTGRES=1, as in CI)."""
     bindir = find_pg_bindir()
@@ -32,7 +31,23 @@ def pg_cluster() -> Iterator[PgCluster]:
         if os.environ.get("STREAMER_REQUIRE_POSTGRES") == "1":
             pytest.fail("PostgreSQL (initdb, pg_ctl) not found and STREAMER_REQUIRE_POSTGRES=1")
         pytest.skip("PostgreSQL (initdb, pg_ctl) not installed")
-    cluster = PgCluster(bindir)
+    return PgCluster(bindir)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """The session's PostgreSQL cluster: each test takes a database in it (``pg_dsn``)."""
+    cluster = _new_pg_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def own_pg_cluster() -> Iterator[PgCluster]:
+    """A cluster of the test's own, for tests that stop or restart PostgreSQL."""
+    cluster = _new_pg_cluster()
     try:
         yield cluster
     finally:

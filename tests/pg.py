@@ -68,6 +68,11 @@ class PgCluster:
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
+    def restart(self) -> None:
+        """``pg_ctl restart``: a fast shutdown (every connection closed), then start again."""
+        self.stop("fast")
+        self.start()
+
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
