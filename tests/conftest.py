@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults import make_sink_site
+from tests.listeners import listener_path  # noqa: F401 - a fixture for every test module
 from tests.pg import PgCluster, find_pg_bindir
 
 

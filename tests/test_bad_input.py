@@ -27,6 +27,9 @@ from tests.certs import make_pki
 from tests.faults import RawServer, eventually, write_config
 from tests.listeners import Recorder
 
+# Every test runs a sync listener in its own thread and an async one on the event loop.
+pytestmark = pytest.mark.usefixtures("listener_path")
+
 VALID = DataUpdateBatch(updates=[DataUpdate(key="k", value=b"v")], resync=True)
 GARBAGE = {
     "random bytes": b"\xff\xfe\xfd\xfc not protobuf at all",
@@ -101,7 +104,9 @@ async def test_message_over_receive_limit_names_stream_and_limit(
     assert "stream 'subscribers'" in text
     assert "receive limit of 1000 bytes" in text
     assert "max_receive_message_mb" in text  # says how to fix it
-    assert isinstance(error.__cause__, grpc.aio.AioRpcError)  # the original is kept
+    # The original is kept: grpc.aio's error, or the failed call of gRPC's sync API.
+    assert isinstance(error.__cause__, grpc.RpcError)
+    assert error.__cause__.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
     assert listener.keys() == [["k"]]  # the next (small) message got through
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import threading
 import time
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -26,7 +28,11 @@ from streamer.client.client import Client
 from streamer.client.supervisor import ListenerDeclined
 from streamer.testing import ScriptedServer
 from streamer.wire import DataUpdate, DataUpdateBatch
+from tests import listeners
 from tests.listeners import AsyncRecorder, Blocking, Recorder, RecordingSleep
+
+# Every test runs a sync listener in its own thread and an async one on the event loop.
+pytestmark = pytest.mark.usefixtures("listener_path")
 
 
 def batch(*keys: str, resync: bool = False) -> DataUpdateBatch:
@@ -513,9 +519,15 @@ async def test_snapshot_above_grpc_default_receive_limit(streamer_server: Script
 async def test_observer_sees_events(streamer_server: ScriptedServer) -> None:
     events: list[tuple[str, object]] = []
 
+    threads: set[threading.Thread] = set()
+
     class Obs:
         def __getattr__(self, name: str) -> object:
-            return lambda stream, *args: events.append((name, args[0] if args else None))
+            def record(stream: str, *args: object) -> None:
+                threads.add(threading.current_thread())
+                events.append((name, args[0] if args else None))
+
+            return record
 
     class Exploding:
         def __getattr__(self, name: str) -> object:
@@ -534,8 +546,14 @@ async def test_observer_sees_events(streamer_server: ScriptedServer) -> None:
     client.remove_listener(listener)
     await task
     names = [n for n, _ in events]
-    assert names[0] == "stream_started"
-    assert names[-1] == "stream_stopped"
+    # The same events in the same order on both paths, always on the event loop's thread.
+    assert threads == {threading.main_thread()}
+    assert names[:10] == [
+        "stream_started", "state_changed", "state_changed", "batch_received", "update_done",
+        "batch_received", "update_done", "error_reported", "state_changed",
+        "reconnect_scheduled",
+    ]  # fmt: skip
+    assert names[-2:] == ["state_changed", "stream_stopped"]
     assert names.count("batch_received") == 2
     assert ("update_done" in names) and ("error_reported" in names)
     assert ("reconnect_scheduled", 1.0) in events
@@ -625,16 +643,16 @@ async def test_stream_is_streaming_when_the_server_accepts_without_data() -> Non
 
 
 async def test_no_report_error_for_an_update_that_fails_after_removal(
-    streamer_server: ScriptedServer,
+    streamer_server: ScriptedServer, listener_path: Callable[[type[Blocking]], type[Blocking]]
 ) -> None:
     client = make_client(streamer_server.address)
 
-    class FailsLate(Blocking):
+    class FailsLate(listeners.Blocking):  # the sync original; listener_path makes its twin
         def update(self, batch: DataUpdateBatch) -> bool:
             super().update(batch)
             raise ValueError("failed while being removed")
 
-    listener = FailsLate()
+    listener = listener_path(FailsLate)()
     task = asyncio.create_task(client.stream(listener))
     await (await streamer_server.next_call()).push(batch("a"))
     await asyncio.to_thread(listener.entered.wait, 5)
@@ -643,3 +661,94 @@ async def test_no_report_error_for_an_update_that_fails_after_removal(
     assert await asyncio.wait_for(task, 2) is None
     assert listener.errors == []  # nobody wants a decision from a removed listener
     await client.close()
+
+
+# -- two ways to run a stream ---------------------------------------------------------------------
+
+
+async def test_remove_listener_during_backoff_returns_promptly(
+    streamer_server: ScriptedServer,
+) -> None:
+    """A real (not injected) backoff wait of 10 minutes: remove_listener ends it at once, on
+    both paths (the thread waits on an event that stop() sets)."""
+    client = new_streamer_client(
+        StaticRegistry(streamer_server.address),
+        backoff=Backoff(initial=600.0, maximum=600.0, jitter=0.0),
+        streaming_interval=600,
+    )
+    listener = Recorder()
+    task = asyncio.create_task(client.stream(listener))
+    await (await streamer_server.next_call()).fail(grpc.StatusCode.UNAVAILABLE, "down")
+    await wait_until(lambda: client.runner("s1").state.value == "waiting")  # type: ignore[union-attr]
+    assert [e.code() for e in listener.errors] == [grpc.StatusCode.UNAVAILABLE]  # type: ignore[attr-defined]
+    started = time.monotonic()
+    client.remove_listener(listener)
+    assert await asyncio.wait_for(task, 2.0) is None
+    assert time.monotonic() - started < 2.0
+    await client.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_sync_listener_reads_in_a_thread_of_its_own_async_on_the_loop(
+    streamer_server: ScriptedServer, kind: str
+) -> None:
+    """A sync update() is called by the stream's own thread, the one reading the call (no
+    hand-off per batch); an async one on the event loop. The thread is joined when the stream
+    ends and the process-wide thread stack size is left as it was."""
+    from streamer.client.stream import StreamRunner
+    from streamer.client.threaded import ThreadedRunner
+
+    seen: list[threading.Thread] = []
+
+    class Where(listeners.Recorder):
+        def update(self, batch: DataUpdateBatch) -> bool:
+            seen.append(threading.current_thread())
+            return bool(super().update(batch))
+
+    cls = Where if kind == "sync" else listeners.async_twin(Where)
+    stack_before = threading.stack_size()
+    client = make_client(streamer_server.address)
+    listener = cls()
+    task = asyncio.create_task(client.stream(listener))
+    call = await streamer_server.next_call()
+    for i in range(5):
+        await call.push(batch(f"k{i}"))
+    await wait_until(lambda: len(listener.batches) == 5)
+    runner = client.runner("s1")
+    assert threading.stack_size() == stack_before
+    if kind == "sync":
+        assert isinstance(runner, ThreadedRunner)
+        assert runner.thread is not None and set(seen) == {runner.thread}
+        assert runner.thread is not threading.main_thread() and runner.thread.daemon
+    else:
+        assert isinstance(runner, StreamRunner)
+        assert set(seen) == {threading.main_thread()}
+    await finish(client, listener, task)
+    if kind == "sync":
+        assert runner.thread is not None and not runner.thread.is_alive()  # type: ignore[union-attr]
+
+
+async def test_sync_listener_on_a_registry_without_sync_channels_runs_on_the_loop(
+    streamer_server: ScriptedServer,
+) -> None:
+    """A custom registry that only offers grpc.aio channels still serves sync listeners
+    (their methods then run on worker threads, as before)."""
+    from streamer.client.stream import StreamRunner
+
+    class AioOnly:
+        def __init__(self, inner: StaticRegistry) -> None:
+            self.inner = inner
+
+        def get_channel(self, service: str, shard: int = 0) -> grpc.aio.Channel:
+            return self.inner.get_channel(service, shard)
+
+        async def close(self) -> None:
+            await self.inner.close()
+
+    client = new_streamer_client(AioOnly(StaticRegistry(streamer_server.address)))
+    listener = listeners.Recorder()
+    task = asyncio.create_task(client.stream(listener))
+    await (await streamer_server.next_call()).push(batch("a"))
+    await wait_until(lambda: len(listener.batches) == 1)
+    assert isinstance(client.runner("s1"), StreamRunner)
+    await finish(client, listener, task)

@@ -17,7 +17,7 @@ import pytest
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
 from streamer.client.events import Decision
-from streamer.client.stream import ListenerFault
+from streamer.client.stream import ListenerFault, StreamRpcError
 from streamer.host.checks import LoadFailed
 from streamer.host.config import load_config
 from streamer.host.host import Host
@@ -96,6 +96,7 @@ class ExitingObserver:
         raise SystemExit("observer bug")
 
 
+@pytest.mark.usefixtures("listener_path")
 async def test_base_exceptions_from_listener_methods_stay_in_their_stream(
     streamer_server: ScriptedServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -351,6 +352,23 @@ class OwnRpcCall:
         return None
 
 
+class OwnSyncRpcCall(OwnRpcCall):
+    """The same with sync methods (its stream runs in a thread of its own): its update() lets
+    the sync API's error out."""
+
+    def get_extra_args(self) -> None:  # type: ignore[override]
+        return None
+
+    def update(self, batch: DataUpdateBatch) -> bool:  # type: ignore[override]
+        with grpc.insecure_channel(self.dead) as channel:
+            channel.unary_unary("/own.Service/Call")(b"", timeout=5)
+        return True
+
+    def report_error(self, error: BaseException) -> BaseException | None:  # type: ignore[override]
+        self.errors.append(error)
+        return None
+
+
 class EventCollector:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, Decision]] = []
@@ -360,8 +378,9 @@ class EventCollector:
         self.events.append((event, type(error).__name__, decision))
 
 
+@pytest.mark.parametrize("cls", [OwnRpcCall, OwnSyncRpcCall], ids=["loop", "thread"])
 async def test_listener_raising_its_own_rpc_error_is_not_a_call_failure(
-    streamer_server: ScriptedServer, caplog: pytest.LogCaptureFixture
+    streamer_server: ScriptedServer, caplog: pytest.LogCaptureFixture, cls: type[OwnRpcCall]
 ) -> None:
     from streamer.host.observers import LoggingObserver
     from streamer.observability.metrics import MetricsObserver
@@ -383,7 +402,7 @@ async def test_listener_raising_its_own_rpc_error_is_not_a_call_failure(
         backoff=Backoff(initial=0.01, maximum=0.01, jitter=0.0),
         observer=PluggyObserver(pm),
     )
-    listener = OwnRpcCall("s1", f"127.0.0.1:{free_port()}")
+    listener = cls("s1", f"127.0.0.1:{free_port()}")
     caplog.set_level(logging.INFO)
     task = asyncio.create_task(client.stream(listener))
     try:
@@ -392,13 +411,16 @@ async def test_listener_raising_its_own_rpc_error_is_not_a_call_failure(
         client.remove_listener(listener)
         await task
         await client.close()
-    assert all(isinstance(e, grpc.aio.AioRpcError) for e in listener.errors)
+    raised = grpc.aio.AioRpcError if cls is OwnRpcCall else grpc.RpcError
+    assert listener.errors and all(type(e) is not StreamRpcError for e in listener.errors)
+    assert all(isinstance(e, raised) for e in listener.errors)
+    name = type(listener.errors[0]).__name__
     assert {e for e, _, _ in collector.events} == {"update raised"}
     kinds = {labels["kind"] for labels in _error_labels(metrics)}
     assert kinds == {"listener_exception"}, kinds
     lines = [r.getMessage() for r in caplog.records if r.name == "streamer.plugin.plug"]
-    failures = [m for m in lines if "AioRpcError" in m or "UNAVAILABLE" in m]
-    assert failures and all(m.startswith("stream s1: update raised: AioRpcError") for m in failures)
+    failures = [m for m in lines if name in m or "UNAVAILABLE" in m]
+    assert failures and all(m.startswith(f"stream s1: update raised: {name}") for m in failures)
     assert not any("RPC failed" in m or "GetUpdates failed" in m for m in lines), lines
 
 

@@ -23,6 +23,9 @@ from tests.faults import PERMIT_FAST_PINGS, FaultProxy, OptionsScriptedServer
 from tests.helpers import eventually, free_port
 from tests.listeners import Recorder
 
+# Every test runs a sync listener in its own thread and an async one on the event loop.
+pytestmark = pytest.mark.usefixtures("listener_path")
+
 
 def fast_client(target: str, **registry: object) -> Client:
     """Real sleeps, short backoff; the channel's own reconnect backoff is short too."""

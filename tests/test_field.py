@@ -249,6 +249,7 @@ def client_for(registry: StaticRegistry, interval: float = 0.05) -> Any:
     )
 
 
+@pytest.mark.usefixtures("listener_path")  # a sync and an async listener
 async def test_rotated_certificate_used_by_the_next_connection_open_streams_kept(
     pki: PKI, gateway_files: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -295,6 +296,7 @@ async def test_rotated_certificate_used_by_the_next_connection_open_streams_kept
             await client.close()
 
 
+@pytest.mark.usefixtures("listener_path")  # a sync and an async listener
 async def test_half_written_pair_is_never_used_and_warned_once(
     pki: PKI, gateway_files: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -426,6 +428,7 @@ async def first_error(registry: StaticRegistry) -> StreamRpcError:
         "client certificate refused",
     ],
 )
+@pytest.mark.usefixtures("listener_path")  # a sync and an async listener
 async def test_tls_failures_get_a_cause_and_a_hint(pki: PKI, case: str) -> None:
     rogue_ca = issue("rogue-ca", ca=True)
     rogue = PKI.write(pki, "rogue.pem", issue("gateway-1", rogue_ca, client=True))
@@ -452,6 +455,7 @@ async def test_tls_failures_get_a_cause_and_a_hint(pki: PKI, case: str) -> None:
     assert "failed to connect to all addresses" not in str(error)
 
 
+@pytest.mark.usefixtures("listener_path")  # a sync and an async listener
 async def test_refused_and_unresolvable_targets_explained() -> None:
     port = free_port()
     error = await first_error(StaticRegistry(f"127.0.0.1:{port}"))

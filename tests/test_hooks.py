@@ -20,6 +20,9 @@ from streamer.wire import DataUpdate, DataUpdateBatch
 from tests.listeners import Recorder, RecordingSleep
 from tests.plugin_fixtures import dists, make_dist
 
+# Every test runs a sync listener in its own thread and an async one on the event loop.
+pytestmark = pytest.mark.usefixtures("listener_path")
+
 
 class Collector:
     def __init__(self) -> None:

@@ -23,9 +23,14 @@ from tests.faults import make_sink_site
 from tests.helpers import RunningHost, eventually, seen, streamer_env, write_config
 from tests.listeners import Recorder
 
+# Every test runs a sync listener in its own thread and an async one on the event loop.
+pytestmark = pytest.mark.usefixtures("listener_path")
+
 
 class MinutesBlocker(Recorder):
     """update() blocks its worker thread for up to ten minutes, until released."""
+
+    blocks = True
 
     def __init__(self, name: str) -> None:
         super().__init__(name)

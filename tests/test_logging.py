@@ -27,6 +27,9 @@ from tests import helpers
 from tests.helpers import RunningHost, write_config
 from tests.listeners import Recorder, RecordingSleep
 
+# Every test runs a sync listener in its own thread and an async one on the event loop.
+pytestmark = pytest.mark.usefixtures("listener_path")
+
 SECRET_KEY = "IMSI001019999999999"
 SECRET_VALUE = b"Ki=465B5CE8B199B49FAA5F0A2EE238A6BC"
 

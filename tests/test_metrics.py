@@ -30,6 +30,9 @@ from streamer.testing import ScriptedServer
 from streamer.wire import DataUpdate, DataUpdateBatch
 from tests.listeners import Recorder, RecordingSleep
 
+# Every test runs a sync listener in its own thread and an async one on the event loop.
+pytestmark = pytest.mark.usefixtures("listener_path")
+
 SECRET_KEY = "IMSI-SECRET-KEY-4242"
 SECRET_VALUE = b"K=SECRET-VALUE-0xDEADBEEF"
 

@@ -27,6 +27,9 @@ from tests.helpers import RunningHost, eventually, streamer_env, write_config
 from tests.listeners import Recorder
 from tests.plugin_fixtures import dists, make_dist
 
+# Every test runs a sync listener in its own thread and an async one on the event loop.
+pytestmark = pytest.mark.usefixtures("listener_path")
+
 # -- pluggy order and wrappers -------------------------------------------------------------------
 
 

@@ -65,6 +65,28 @@ async def test_channels_are_reused_per_shard() -> None:
     await reg.close()
 
 
+async def test_sync_channels_share_the_options_and_shards_of_aio_ones() -> None:
+    """Sync listeners' threads get sync channels built from the same option list (keepalive,
+    authority, receive limit, reconnect backoff, one connection per shard)."""
+    reg = StaticRegistry(
+        "127.0.0.1:1", authority="streamer-cloud.test", keepalive_time=42.0,
+        max_receive_message_length=12345,
+    )  # fmt: skip
+    opts = dict(reg.channel_options())
+    assert opts["grpc.keepalive_time_ms"] == 42_000
+    assert opts["grpc.max_receive_message_length"] == 12345
+    assert opts["grpc.default_authority"] == "streamer-cloud.test"
+    assert opts["grpc.use_local_subchannel_pool"] == 1
+    assert {k: v for k, v in opts.items() if k != "grpc.use_local_subchannel_pool"} == dict(
+        reg.options
+    )
+    a = reg.get_sync_channel("streamer")
+    assert isinstance(a, grpc.Channel) and not isinstance(a, grpc.aio.Channel)
+    assert reg.get_sync_channel("streamer") is a
+    assert reg.get_sync_channel("streamer", 1) is not a
+    await reg.close()
+
+
 def test_missing_and_mismatched_tls_files(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match=r"cannot read root CA certificate '.*nope\.pem'"):
         StaticRegistry("cloud:443", tls=TLSConfig(root_ca=tmp_path / "nope.pem"))

@@ -32,6 +32,9 @@ from tests.helpers import eventually, write_config
 from tests.listeners import Recorder
 from tests.plugin_fixtures import dists
 
+# Every test runs a sync listener in its own thread and an async one on the event loop.
+pytestmark = pytest.mark.usefixtures("listener_path")
+
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -213,3 +216,36 @@ async def test_no_secret_material_or_values_in_logs(
             assert repr(secret) not in text, record
         assert "PRIVATE KEY" not in text, record
         assert not any(line in text for line in key_body), record
+
+
+async def test_sync_and_async_listeners_dial_with_the_same_tls_and_authority(
+    pki: dict[str, Path],
+) -> None:
+    """One client, one registry: a sync listener (its own thread, gRPC's sync API) and an async
+    one (grpc.aio) both complete a mutual-TLS handshake against a certificate valid only for
+    the ``:authority`` override, and present the same client certificate."""
+    from tests import listeners
+
+    async with OptionsScriptedServer(tls=server_tls(pki, "cloud", mutual=True)) as server:
+        server.default = push_one
+        registry = StaticRegistry(
+            server.address,
+            tls=TLSConfig(pki["ca"], pki["client"], pki["client_key"]),
+            authority="streamer-cloud.test",
+        )
+        client = new_streamer_client(registry, backoff=Backoff(initial=0.05, maximum=0.2))
+        sync = listeners.Recorder("sync")
+        aio = listeners.async_twin(listeners.Recorder)("aio")
+        tasks = [asyncio.create_task(client.stream(x)) for x in (sync, aio)]
+        try:
+            await eventually(lambda: sync.batches and aio.batches, "a batch on both paths")
+        finally:
+            for x in (sync, aio):
+                client.remove_listener(x)
+            await asyncio.wait_for(asyncio.gather(*tasks), 5)
+            await client.close()
+        assert sync.errors == [] and aio.errors == []
+        assert len(server.auth_contexts) == 2
+        for auth in server.auth_contexts:
+            assert auth["transport_security_type"] == [b"ssl"]
+            assert auth["x509_pem_cert"] == [pki["client"].read_bytes()]

@@ -13,14 +13,18 @@ from collections.abc import Callable
 import grpc.aio
 
 from streamer.base.errors import StreamerError
+from streamer.client._core import is_async
 from streamer.client._workers import WorkerPool
 from streamer.client.backoff import Backoff
 from streamer.client.events import NullObserver, StreamObserver
 from streamer.client.listener import Listener, listener_problems
 from streamer.client.registry import GatewayRegistry
 from streamer.client.stream import Sleep, StreamRunner, on_loop
+from streamer.client.threaded import ThreadedRunner
 
 __all__ = ["STREAMING_INTERVAL", "Client", "DuplicateStreamError", "new_streamer_client"]
+
+Runner = StreamRunner | ThreadedRunner
 
 STREAMING_INTERVAL = 20.0
 """Seconds between calls when the server ends a call (Magma's poll cadence)."""
@@ -66,11 +70,13 @@ class Client:
         self.gateway_id = gateway_id
         self.service = service
         self.max_streams_per_channel = max_streams_per_channel
-        self._executor = WorkerPool()  # sync listener methods: daemon threads, one per call
+        # Sync methods of listeners whose stream runs on the event loop (an async update with
+        # a sync get_extra_args, or a registry without sync channels): daemon threads.
+        self._executor = WorkerPool()
         self._sleep = sleep
         self._rng = rng
         self._listeners: dict[str, Listener] = {}
-        self._runners: dict[str, StreamRunner] = {}
+        self._runners: dict[str, Runner] = {}
         self._shard_load: dict[int, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._none_running = asyncio.Event()
@@ -124,7 +130,7 @@ class Client:
     def is_streaming(self, name: str) -> bool:
         return name in self._runners
 
-    def runner(self, name: str) -> StreamRunner | None:
+    def runner(self, name: str) -> Runner | None:
         return self._runners.get(name)
 
     # -- streaming -------------------------------------------------------------------------
@@ -148,18 +154,7 @@ class Client:
         if name in self._runners:
             raise DuplicateStreamError(name, f"stream {name!r} is already streaming")
         shard = self._pick_shard()
-        runner = StreamRunner(
-            listener,
-            channel_for=self._channel_getter(shard),
-            streaming_interval=self.streaming_interval,
-            backoff=self.backoff,
-            observer=self.observer,
-            executor=self._executor,
-            gateway_id=self.gateway_id,
-            sleep=self._sleep,
-            rng=self._rng,
-            connection=getattr(self.registry, "connection", None),
-        )
+        runner = self._runner_for(listener, shard)
         self._runners[name] = runner
         self._none_running.clear()
         self._shard_load[shard] = self._shard_load.get(shard, 0) + 1
@@ -172,6 +167,38 @@ class Client:
                 self._none_running.set()
             if self._listeners.get(name) is listener:
                 del self._listeners[name]
+
+    def _runner_for(self, listener: Listener, shard: int) -> Runner:
+        """A sync listener's stream reads its call in a thread of its own through gRPC's sync
+        API (no per-batch hop between threads); an async listener's stays on the event loop.
+        Both share one supervisor (``streamer.client._core``)."""
+        registry, service = self.registry, self.service
+        sync_channel = getattr(registry, "get_sync_channel", None)
+        connection = getattr(registry, "connection", None)
+        if not is_async(listener.update) and sync_channel is not None:
+            return ThreadedRunner(
+                listener,
+                channel_for=lambda: sync_channel(service, shard),
+                streaming_interval=self.streaming_interval,
+                backoff=self.backoff,
+                observer=self.observer,
+                gateway_id=self.gateway_id,
+                sleep=self._sleep,
+                rng=self._rng,
+                connection=connection,
+            )
+        return StreamRunner(
+            listener,
+            channel_for=self._channel_getter(shard),
+            streaming_interval=self.streaming_interval,
+            backoff=self.backoff,
+            observer=self.observer,
+            executor=self._executor,
+            gateway_id=self.gateway_id,
+            sleep=self._sleep,
+            rng=self._rng,
+            connection=connection,
+        )
 
     def _pick_shard(self) -> int:
         """The first connection with room for one more stream."""
@@ -188,8 +215,8 @@ class Client:
         """Stop every stream, wait for them, close channels and worker threads.
 
         With ``timeout``, streams still running after that many seconds (an ``update`` that
-        never returns) are cancelled: their ``stream()`` raises CancelledError and their worker
-        thread is abandoned (it is a daemon thread), so shutdown stays bounded.
+        never returns) are cancelled: their ``stream()`` raises CancelledError and their thread
+        is abandoned (it is a daemon thread), so shutdown stays bounded.
         """
         for runner in list(self._runners.values()):
             runner.stop()

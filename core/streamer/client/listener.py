@@ -32,7 +32,9 @@ class Listener(Protocol):
       (``Client.stream`` then raises it).
     - ``close()`` is optional; the host calls it once when the listener is retired.
 
-    Sync methods run in a worker thread so a blocking listener slows only its own stream.
+    A listener with a sync ``update`` has its stream read in a thread of its own, which calls
+    its methods directly; an ``async def update`` runs on the event loop. Either way a
+    blocking listener slows only its own stream.
     """
 
     name: str

@@ -1,7 +1,9 @@
-"""Turn a service name ("streamer") into a grpc.aio channel: target, TLS, authority, keepalive.
+r"""Turn a service name ("streamer") into a channel: target, TLS, authority, keepalive.
 
-Channels are created lazily on the event loop that asks for them (grpc.aio channels belong to
-one loop) and reused by every stream: ``shard`` lets the client spread streams over several
+Two kinds, built from one options list (``channel_options``): grpc.aio channels for streams on
+the event loop, created lazily on the loop that asks for them (grpc.aio channels belong to one
+loop), and sync ``grpc.Channel``\ s for sync listeners' streams, each read in a thread of its
+own. Channels are reused by every stream: ``shard`` lets the client spread streams over several
 connections when a front end limits concurrent streams per HTTP/2 connection.
 
 TLS files are re-read whenever a stream opens a call: when their content changed (Magma's
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +66,10 @@ DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH = 64 * 1024 * 1024
 
 
 class GatewayRegistry(Protocol):
+    """Where channels come from. A registry may also offer ``get_sync_channel(service,
+    shard) -> grpc.Channel`` (the built-in ones do): sync listeners' streams then read their
+    call in a thread of their own; without it they run on the event loop like async ones."""
+
     def get_channel(self, service: str, shard: int = 0) -> grpc.aio.Channel:
         """A channel to ``service``. The same (service, shard) returns the same channel."""
 
@@ -244,14 +251,20 @@ class StaticRegistry:
         # Channels made with older TLS material: open calls may still use them.
         self._retired: list[tuple[asyncio.AbstractEventLoop, Any]] = []
         self._closing: set[asyncio.Task[None]] = set()
+        # Guards the TLS material and the sync channels (asked for from streams' threads).
+        self._lock = threading.Lock()
+        # Sync channels (for sync listeners' threads): (service, shard) -> (channel, generation)
+        self._sync_channels: dict[tuple[str, int], tuple[grpc.Channel, int]] = {}
+        self._sync_retired: list[grpc.Channel] = []
 
     def get_channel(self, service: str, shard: int = 0) -> grpc.aio.Channel:
         """The channel for a new call. Re-checks the TLS files first (see the module doc)."""
         loop = asyncio.get_running_loop()
         generation = 0
         if self._tls is not None:
-            self._tls.refresh()
-            generation = self._tls.generation
+            with self._lock:  # sync channels refresh from streams' threads
+                self._tls.refresh()
+                generation = self._tls.generation
         key = (service, shard, id(loop))
         found = self._channels.get(key)
         if found is not None and found[0] is loop:
@@ -260,16 +273,45 @@ class StaticRegistry:
                 return channel
             self._retired.append((loop, found[1]))
         self._close_idle_retired(loop)
-        opts = dict(self.options)
-        # A local subchannel pool gives each shard its own TCP connection.
-        opts["grpc.use_local_subchannel_pool"] = 1
-        items = list(opts.items())
+        items = self.channel_options()
         if self._tls is not None:
             channel = grpc.aio.secure_channel(self.target, self._tls.credentials, options=items)
         else:
             channel = grpc.aio.insecure_channel(self.target, options=items)
         self._channels[key] = (loop, channel, generation)
         return channel
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        """The options of every channel this registry makes, grpc.aio and sync alike (one
+        list, so both ways of running a stream get the same keepalive, authority, receive
+        limit and reconnect backoff)."""
+        opts = dict(self.options)
+        # A local subchannel pool gives each shard its own TCP connection.
+        opts["grpc.use_local_subchannel_pool"] = 1
+        return list(opts.items())
+
+    def get_sync_channel(self, service: str, shard: int = 0) -> grpc.Channel:
+        """The sync ``grpc.Channel`` for a new call of a sync listener's stream (read in its
+        own thread): same target, credentials, options and shards as ``get_channel``, and the
+        same re-check of the TLS files. Safe from any thread."""
+        with self._lock:
+            generation = 0
+            if self._tls is not None:
+                self._tls.refresh()
+                generation = self._tls.generation
+            found = self._sync_channels.get((service, shard))
+            if found is not None:
+                if found[1] == generation:
+                    return found[0]
+                # Calls still open on it keep it; it is closed with the registry.
+                self._sync_retired.append(found[0])
+            items = self.channel_options()
+            if self._tls is not None:
+                channel = grpc.secure_channel(self.target, self._tls.credentials, options=items)
+            else:
+                channel = grpc.insecure_channel(self.target, options=items)
+            self._sync_channels[(service, shard)] = (channel, generation)
+            return channel
 
     def _close_idle_retired(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close old-material channels gRPC has put to sleep (no call for its idle timeout,
@@ -286,6 +328,11 @@ class StaticRegistry:
         self._retired = keep
 
     async def close(self) -> None:
+        with self._lock:
+            sync = [c for c, _ in self._sync_channels.values()] + self._sync_retired
+            self._sync_channels, self._sync_retired = {}, []
+        for sync_channel in sync:
+            sync_channel.close()
         channels, self._channels = self._channels, {}
         retired, self._retired = self._retired, []
         loop = asyncio.get_running_loop()
