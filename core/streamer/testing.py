@@ -120,9 +120,10 @@ def make_batch(updates: Updates, *, resync: bool = False) -> DataUpdateBatch:
 class CallHandle:
     """One ``GetUpdates`` call on a :class:`ScriptedServer`, driven by the test.
 
-    ``push`` returns once the batch is handed to gRPC (flow control applies); ``end`` and
-    ``fail`` return once the call is over. On a call that is already over, ``end``/``fail`` do
-    nothing and ``push`` raises :class:`CallClosedError`.
+    ``push`` returns once the batch is handed to gRPC (flow control applies), also when the
+    client cancels the call while it is being sent; ``end`` and ``fail`` return once the call is
+    over. On a call that is already over, ``end``/``fail`` do nothing and ``push`` raises
+    :class:`CallClosedError`.
     """
 
     def __init__(
@@ -195,6 +196,13 @@ class CallHandle:
                     assert done is not None
                     try:
                         await context.write(arg)
+                    except asyncio.CancelledError:
+                        # The client left while gRPC was sending the batch: it was handed
+                        # over, and the client may have read it and left because of it (a
+                        # listener that declines a batch ends the call at once).
+                        if not done.done():
+                            done.set_result(None)
+                        raise
                     except BaseException as exc:
                         if not done.done():
                             done.set_exception(CallClosedError(f"{self!r}: push failed: {exc!r}"))
