@@ -31,6 +31,8 @@ from streamer.client.backoff import Backoff, BackoffState
 from streamer.client.connection import ResolvedConnection
 from streamer.client.diagnose import Diagnosis, diagnose
 from streamer.client.events import Decision, NullObserver, StreamObserver, StreamState
+from streamer.client.gate import BatchGate, ReleaseResult
+from streamer.client.guard import GuardPolicy
 from streamer.client.listener import Listener
 from streamer.client.supervisor import Action, Event, Step, Wait, decide, error_to_report
 from streamer.wire import METHOD
@@ -223,6 +225,7 @@ class StreamRunner:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.perf_counter,
         connection: ResolvedConnection | None = None,
+        guard: GuardPolicy | None = None,
     ) -> None:
         self.listener = listener
         self._connection = connection  # to explain connection failures
@@ -239,6 +242,10 @@ class StreamRunner:
         self._get_extra_args = _Invoker(listener.get_extra_args, executor)
         self._update = _Invoker(listener.update, executor)
         self._report_error = _Invoker(listener.report_error, executor)
+        held_keys = getattr(listener, "held_keys", None)
+        self._held_keys = _Invoker(held_keys, executor) if callable(held_keys) else None
+        self.gate = BatchGate(self.name, guard)
+        self._nudge: asyncio.Event | None = None  # set by release(): end the wait
         self._log = logging.getLogger(f"streamer.client.stream.{self.name}")
         self._stopping = False
         self._call: grpc.aio.UnaryStreamCall[StreamRequest, DataUpdateBatch] | None = None
@@ -258,6 +265,15 @@ class StreamRunner:
             self._do_stop()
         else:
             loop.call_soon_threadsafe(self._do_stop)
+
+    def release(self) -> ReleaseResult:
+        """``streamer release``: apply the held snapshot now. Call on the stream's loop."""
+        result = self.gate.release()
+        if result.released:
+            self._notify("hold_ended", "released")
+            if self._nudge is not None:
+                self._nudge.set()
+        return result
 
     def _do_stop(self) -> None:
         self._stopping = True
@@ -293,6 +309,7 @@ class StreamRunner:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         self._wake = asyncio.Event()
+        self._nudge = asyncio.Event()
         error: BaseException | None = None
         self._notify("stream_started")
         try:
@@ -305,12 +322,20 @@ class StreamRunner:
             raise error
 
     async def _loop_until_stop(self) -> BaseException | None:
+        assert self._nudge is not None
         while not self._stopping:
-            step = await self._one_call()
+            self._nudge.clear()
+            released = self.gate.take_released()
+            if released is not None:  # an operator released a held snapshot: apply it now
+                step = await self._update_one(released, self._observed) or Step(Action.NEW_CALL)
+            else:
+                step = await self._one_call()
             if self._stopping:
                 return None
             if step.action is Action.STOP:
                 return step.error
+            if step.wait is Wait.NONE:
+                continue
             if step.wait is Wait.INTERVAL:
                 delay, reason = self._interval, "interval"
             else:
@@ -321,17 +346,19 @@ class StreamRunner:
         return None
 
     async def _wait(self, delay: float) -> None:
-        """Sleep ``delay`` seconds unless stop() comes first."""
-        assert self._wake is not None
-        if self._stopping or delay <= 0:
+        """Sleep ``delay`` seconds unless stop() or release() comes first."""
+        assert self._wake is not None and self._nudge is not None
+        if self._stopping or delay <= 0 or self._nudge.is_set():
             return
         sleeper = asyncio.ensure_future(self._sleep(delay))
         waker = asyncio.ensure_future(self._wake.wait())
+        nudger = asyncio.ensure_future(self._nudge.wait())
         try:
-            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((sleeper, waker, nudger), return_when=asyncio.FIRST_COMPLETED)
         finally:
             sleeper.cancel()
             waker.cancel()
+            nudger.cancel()
 
     async def _one_call(self) -> Step:
         """Open one GetUpdates call and read it until something needs a decision."""
@@ -397,6 +424,8 @@ class StreamRunner:
                         exc = StreamRpcError.wrap(self.name, exc, self._connection)
                     return await self._decide(Event.CALL_FAILED, exc)
                 if batch is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    # every batch of this call was applied (a held one ends the call)
+                    self._notify("in_sync")
                     return decide(Event.CALL_ENDED)
                 if not isinstance(batch, DataUpdateBatch):  # grpc gives None when parsing fails
                     bad = StreamRpcError(
@@ -408,35 +437,84 @@ class StreamRunner:
                 if not streaming:
                     streaming = True
                     self._set_state(StreamState.STREAMING)
-                observed = self._observed
-                if observed:
+                if self._observed:
                     self._notify("batch_received", batch)
                 if read_ahead:
                     ahead = asyncio.ensure_future(call.read())
-                start = self._clock() if observed else 0.0
-                try:
-                    verdict = await self._update(batch)
-                except asyncio.CancelledError:
-                    raise
-                except BaseException as exc:
-                    if observed:
-                        self._notify("update_done", self._clock() - start, None)
-                    if self._stopping:  # removed meanwhile: nobody wants its decision
-                        return Step(Action.STOP)
-                    return await self._decide(
-                        Event.UPDATE_RAISED, contain(exc, f"update() of stream {self.name!r}")
-                    )
-                if observed:
-                    self._notify("update_done", self._clock() - start, verdict is True)
-                if self._stopping:
-                    return Step(Action.STOP)
-                if verdict is not True:
-                    return await self._decide(Event.UPDATE_DECLINED, None, verdict)
-                self._backoff.reset()
+                step = await self._hand_over(batch)
+                if step is not None:
+                    return step
         finally:
             if ahead is not None:  # read ahead, never handed over: drop it quietly
                 ahead.cancel()
                 ahead.add_done_callback(_consume)
+
+    async def _hand_over(self, batch: DataUpdateBatch) -> Step | None:
+        """The batch gate: the one place a batch from the wire goes to ``update``. The gate
+        (``streamer.client.gate``) judges it; a held batch ends the call (Event.BATCH_HELD).
+        None: keep reading; else the step that ends this call."""
+        gate = self.gate
+        if gate.needs_seed:
+            await self._seed()
+        admission = gate.admit(batch, self._clock())
+        if admission.ended:
+            self._notify("hold_ended", admission.ended)
+        if admission.hold is not None:
+            self._notify("batch_held", admission.hold)
+            return decide(Event.BATCH_HELD)
+        observed = self._observed
+        for item in admission.batches:
+            step = await self._update_one(item, observed)
+            if step is not None:
+                return step
+        return Step(Action.NEW_CALL) if admission.end_call else None
+
+    async def _seed(self) -> None:
+        """Ask the listener's optional ``held_keys()`` how many keys it holds (once), so the
+        guard judges the first snapshot after a restart too."""
+        count: int | None = None
+        if self._held_keys is not None:
+            try:
+                answer = await self._held_keys()
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                self._log.warning(
+                    "held_keys() of stream %s raised %s; the guard judges from the first "
+                    "applied batch on",
+                    escape(repr(self.name)),
+                    escape(f"{type(exc).__name__}: {exc}"),
+                )
+            else:
+                if isinstance(answer, int) and not isinstance(answer, bool) and answer >= 0:
+                    count = answer
+        self.gate.seed(count)
+
+    async def _update_one(self, batch: DataUpdateBatch, observed: bool) -> Step | None:
+        """``update(batch)``; None when it accepted, else the step the supervisor chose."""
+        start = self._clock() if observed else 0.0
+        try:
+            verdict = await self._update(batch)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if observed:
+                self._notify("update_done", self._clock() - start, None)
+            if self._stopping:  # removed meanwhile: nobody wants its decision
+                return Step(Action.STOP)
+            return await self._decide(
+                Event.UPDATE_RAISED, contain(exc, f"update() of stream {self.name!r}")
+            )
+        if observed:
+            self._notify("update_done", self._clock() - start, verdict is True)
+        if verdict is True:
+            self.gate.applied(batch)
+        if self._stopping:
+            return Step(Action.STOP)
+        if verdict is not True:
+            return await self._decide(Event.UPDATE_DECLINED, None, verdict)
+        self._backoff.reset()
+        return None
 
     async def _decide(
         self, event: Event, error: BaseException | None, verdict: object = False
