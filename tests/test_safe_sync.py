@@ -276,6 +276,7 @@ async def test_a_stale_stream_turns_readyz_red(
         code, out = await asyncio.to_thread(
             run_cli, "status", "--address", address, env=streamer_env()
         )
+        assert code == 0, out
         assert re.search(r"^rules: stale since \S+Z \(max_staleness 1\.5 s\)$", out, re.M), out
     finally:
         assert await host.stop() == 0, host.logtext()
