@@ -5,7 +5,7 @@ itself) hands each batch to :meth:`BatchGate.admit` before ``update`` and tells
 :meth:`BatchGate.applied` when ``update`` accepted it. The gate owns the stream's mass-change
 :class:`~streamer.client.guard.Guard` and an operator's release; it decides, the runner acts:
 
-- ``Admission.batches`` are handed to ``update`` in order (usually the batch itself);
+- ``Admission.batches`` are handed to ``update`` in order (None: the batch itself);
 - ``Admission.hold`` set: nothing is handed over; the runner ends the call and asks again after
   the streaming interval (``Event.BATCH_HELD`` in the supervisor's table);
 - ``Admission.ended`` says how a hold ended ("confirmed", "superseded") for the observers.
@@ -25,12 +25,13 @@ from streamer.client.guard import Guard, GuardPolicy, Hold
 if TYPE_CHECKING:
     from streamer.wire.streamer_pb2 import DataUpdateBatch
 
-__all__ = ["Admission", "BatchGate", "ReleaseResult"]
+__all__ = ["PASS", "Admission", "BatchGate", "ReleaseResult"]
 
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    batches: tuple[DataUpdateBatch, ...] = ()  # hand these to update(), in order
+    batches: tuple[DataUpdateBatch, ...] | None = None  # hand these to update(), in order
+    # (None: the batch itself)
     hold: Hold | None = None  # the batch is held: end the call, ask again after the interval
     ended: str = ""  # a hold ended: "confirmed" (the cloud insisted) or "superseded"
     end_call: bool = False  # after handing over, end the call (a fresh one brings a snapshot)
@@ -43,6 +44,10 @@ class ReleaseResult:
     stream: str
     released: bool
     detail: str
+
+
+PASS = Admission()
+"""The usual answer, always this object: hand the batch over, nothing else to do."""
 
 
 class BatchGate:
@@ -76,11 +81,14 @@ class BatchGate:
         """Judge ``batch`` before the listener sees it."""
         with self._lock:
             pending, self._pending = self._pending, None
+            had = self.guard.hold
+            if pending is None and had is None:  # the hot path
+                verdict = self.guard.judge(batch, now)
+                return PASS if verdict.apply else Admission(hold=verdict.hold)
             if pending is not None and not batch.resync:
                 # A released snapshot still waits: it goes first, and a fresh call brings the
                 # snapshot this incremental batch belongs after.
                 return Admission(batches=(pending,), end_call=True)
-            had = self.guard.hold
             verdict = self.guard.judge(batch, now)
             if not verdict.apply:
                 return Admission(hold=verdict.hold)
@@ -89,7 +97,7 @@ class BatchGate:
                 ended = verdict.how or "superseded"
                 if ended == "released":  # reported when the operator released it
                     ended = ""
-            return Admission(batches=(batch,), ended=ended)
+            return Admission(ended=ended)
 
     def applied(self, batch: DataUpdateBatch) -> None:
         """``update`` accepted ``batch``."""

@@ -24,6 +24,7 @@ guard judges nothing until it has followed a first applied batch.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -96,6 +97,44 @@ class Verdict:
     how: str = ""  # when released: "confirmed" (the cloud insisted) or "released" (operator)
 
 
+_APPLY = Verdict(apply=True)
+_KEY = operator.attrgetter("key")
+_VALUE = operator.attrgetter("value")
+
+
+@dataclass(slots=True)
+class _Delta:
+    """What one batch sets and deletes, read once: the wire's messages are slow to walk in
+    Python, so judge() and applied() share this, and set algebra in C does the rest. A batch
+    without deletions (the common case) has ``sets`` None until a snapshot needs them."""
+
+    batch: object
+    dels: set[str]  # keys deleted (empty value)
+    sets: set[str] | None = None  # keys given a value (a snapshot's live keys)
+
+    def live(self, batch: _Batch) -> set[str]:
+        if self.sets is None:
+            self.sets = set(map(_KEY, batch.updates))
+        return self.sets
+
+
+def _delta(batch: _Batch) -> _Delta:
+    updates = batch.updates
+    if b"" not in list(map(_VALUE, updates)):
+        return _Delta(batch, set())
+    sets: set[str] = set()
+    dels: set[str] = set()
+    for update in updates:  # in order: the last word on a key wins
+        key = update.key
+        if update.value:
+            sets.add(key)
+            dels.discard(key)
+        else:
+            dels.add(key)
+            sets.discard(key)
+    return _Delta(batch, dels, sets)
+
+
 def _digest(batch: _Batch) -> str:
     d = Digester()
     for u in batch.updates:
@@ -117,6 +156,7 @@ class Guard:
         self._release = False
         self._released = ""  # digest of the snapshot release() handed out, until applied
         self._known = False
+        self._last: _Delta | None = None  # the batch judged last, read once for applied()
 
     @property
     def held_keys(self) -> int:
@@ -154,25 +194,27 @@ class Guard:
         return None
 
     def judge(self, batch: _Batch, now: float) -> Verdict:
-        held = self.held_keys
-        if not self.policy.enabled or not held:
-            return Verdict(apply=True)
+        held = len(self._keys) + self._unknown
+        if not held or not self.policy.enabled:
+            return _APPLY
         keys, unknown = self._keys, self._unknown
+        delta = self._read(batch)
         if batch.resync:
-            live = {u.key for u in batch.updates if u.value}
-            known = sum(1 for k in live if k in keys)
+            live = delta.live(batch)
+            known = len(live & keys)
             # keys the guard cannot name count as kept while the snapshot has others to match
             kept = known + min(unknown, len(live) - known)
             would_delete = held - kept
             empties = not live
         else:
-            gone = {u.key for u in batch.updates if not u.value}
-            named = sum(1 for k in gone if k in keys)
+            gone = delta.dels
+            named = len(gone & keys)
             would_delete = named + min(unknown, len(gone) - named)
             empties = False
         if not empties and would_delete <= self.policy.threshold * held:
-            self._hold, self._batch, self._release = None, None, False
-            return Verdict(apply=True)
+            if self._hold is not None:
+                self._hold, self._batch, self._release = None, None, False
+            return _APPLY
         if not batch.resync:
             # An incremental wipe is never applied by insistence: the next call's snapshot
             # (which the server sends, as the listener's digest no longer matches) is judged.
@@ -208,16 +250,30 @@ class Guard:
     def applied(self, batch: _Batch) -> None:
         """The listener accepted ``batch``: follow the keys it now holds."""
         self._known, self._released = True, ""
+        delta, self._last = self._read(batch), None
         if batch.resync:
-            self._keys, self._unknown = {u.key for u in batch.updates if u.value}, 0
+            self._keys, self._unknown = delta.live(batch), 0
             return
         keys = self._keys
-        for u in batch.updates:
-            if u.value:
-                if u.key not in keys and self._unknown:
-                    self._unknown -= 1  # most likely one it held already: never over-count
-                keys.add(u.key)
-            elif u.key in keys:
-                keys.discard(u.key)
+        if delta.sets is None and not self._unknown:  # sets only: straight from the wire
+            keys.update(map(_KEY, batch.updates))
+            return
+        if not self._unknown:
+            keys |= delta.live(batch)
+            keys -= delta.dels
+            return
+        for key in delta.live(batch):
+            if key not in keys and self._unknown:
+                self._unknown -= 1  # most likely one it held already: never over-count
+            keys.add(key)
+        for key in delta.dels:
+            if key in keys:
+                keys.discard(key)
             elif self._unknown:
                 self._unknown -= 1
+
+    def _read(self, batch: _Batch) -> _Delta:
+        last = self._last
+        if last is None or last.batch is not batch:
+            last = self._last = _delta(batch)
+        return last

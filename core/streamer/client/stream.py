@@ -31,6 +31,7 @@ from streamer.client.backoff import Backoff, BackoffState
 from streamer.client.connection import ResolvedConnection
 from streamer.client.diagnose import Diagnosis, diagnose
 from streamer.client.events import Decision, NullObserver, StreamObserver, StreamState
+from streamer.client.gate import PASS as _PASS
 from streamer.client.gate import BatchGate, ReleaseResult
 from streamer.client.guard import GuardPolicy
 from streamer.client.listener import Listener
@@ -457,12 +458,16 @@ class StreamRunner:
         if gate.needs_seed:
             await self._seed()
         admission = gate.admit(batch, self._clock())
+        if admission is _PASS:
+            return await self._update_one(batch, self._observed)
         if admission.ended:
             self._notify("hold_ended", admission.ended)
         if admission.hold is not None:
             self._notify("batch_held", admission.hold)
             return decide(Event.BATCH_HELD)
         observed = self._observed
+        if admission.batches is None:
+            return await self._update_one(batch, observed)
         for item in admission.batches:
             step = await self._update_one(item, observed)
             if step is not None:
