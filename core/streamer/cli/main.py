@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -225,11 +225,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_observability(config: Config, owners: Mapping[str, str]) -> object:
+def _start_observability(
+    config: Config,
+    owners: Mapping[str, str],
+    staleness: Mapping[str, float],
+    releaser: Callable[[str], dict[str, Any]],
+) -> object:
     """Imported only when ``[metrics] address`` is set: prometheus-client is the metrics extra."""
     from streamer.observability.metrics import start_observer
 
-    return start_observer(config, owners)
+    return start_observer(config, owners, staleness, releaser)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

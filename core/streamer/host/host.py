@@ -81,9 +81,9 @@ ObservabilityStarter = Callable[
 ]
 """Starts the endpoint ``[metrics]`` asks for and returns the observer that feeds it (and stops
 it at ``host_stopping``). Called with the config, the host's stream -> plugin map, its stream ->
-``max_staleness`` map and :meth:`Host.release` (what ``POST /release/STREAM`` calls). The host does not import the observability layer (it sits above the
-host); whoever builds the host passes it: ``streamer run`` passes
-``streamer.observability.metrics.start_observer``."""
+``max_staleness`` map and :meth:`Host.release` (what ``POST /release/STREAM`` calls). The host
+does not import the observability layer (it sits above the host); whoever builds the host passes
+it: ``streamer run`` passes ``streamer.observability.metrics.start_observer``."""
 
 # -- pure building blocks (also used by `streamer check`) ---------------------------------
 

@@ -596,7 +596,12 @@ def start_observability(
     return observer, server
 
 
-def start_observer(config: Config, owners: Mapping[str, str]) -> MetricsObserver:
+def start_observer(
+    config: Config,
+    owners: Mapping[str, str],
+    staleness: Mapping[str, float] | None = None,
+    releaser: Releaser | None = None,
+) -> MetricsObserver:
     """:data:`streamer.host.host.ObservabilityStarter`: start the endpoint, return the observer."""
-    observer, _ = start_observability(config, owners)
+    observer, _ = start_observability(config, owners, staleness=staleness, releaser=releaser)
     return observer
