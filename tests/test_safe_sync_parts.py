@@ -3,20 +3,28 @@ hold, and the bounds of ``POST /release`` on the real observability endpoint."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streamer.cli.status import format_status
 from streamer.client.events import StreamState
-from streamer.client.guard import Hold
+from streamer.client.guard import GuardPolicy, Hold
+from streamer.host.config import load_config
+from streamer.host.host import Host
 from streamer.host.observers import LoggingObserver
 from streamer.observability.http import ObservabilityServer
 from streamer.observability.metrics import MetricsObserver
+from streamer.testing import ScriptedServer
+from tests.helpers import eventually, write_config
+from tests.plugin_fixtures import dists
+from tests.test_containment import _push_server, trouble_site
 
 
 class Clock:
@@ -235,3 +243,46 @@ def test_release_refused_off_loopback_unless_configured() -> None:
         assert not without.release_allowed
     finally:
         without.stop()
+
+
+# -- per-plugin settings at reload ------------------------------------------------------------
+
+
+async def test_a_reload_changing_a_plugins_guard_restarts_its_streams(
+    streamer_server: ScriptedServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await _push_server(streamer_server)
+    site = trouble_site(tmp_path / "site", "good")
+    monkeypatch.syspath_prepend(str(site))
+    out, path = tmp_path / "out.jsonl", tmp_path / "streamer.toml"
+    table: dict[str, object] = {"streams": ["g1"], "out": str(out)}
+    write_config(path, streamer_server.address, {"good": table})
+    host = Host(
+        load_config(path),
+        reload_config=lambda: load_config(path),
+        distributions=lambda: dists(site),  # type: ignore[arg-type,return-value]
+    )
+    caplog.set_level(logging.INFO)
+
+    def policy() -> GuardPolicy | None:
+        runner = host.client.runner("g1") if host.client is not None else None
+        return runner.gate.policy if runner is not None else None
+
+    run = asyncio.create_task(host.run())
+    try:
+        await eventually(lambda: policy() == GuardPolicy(0.5, 2), "g1 with the defaults")
+        overrides = {"guard_max_delete_fraction": "off", "guard_confirmations": 5}
+        write_config(path, streamer_server.address, {"good": {**table, **overrides}})
+        host.request_reload()
+        await eventually(
+            lambda: "reload applied: started good; stopped good" in caplog.text, "restart"
+        )
+        await eventually(lambda: policy() == GuardPolicy(0.0, 5), "g1 with the plugin's own")
+        (listener,) = host._running["good"].loaded.listeners
+        assert listener.cfg == table  # the host's keys never reach the plugin
+    finally:
+        host.request_shutdown()
+        assert await asyncio.wait_for(run, 10) == 0
