@@ -1,8 +1,9 @@
 """B1/B2: throughput of one stream into a no-op listener vs a bare grpc.aio read loop.
 
 The server (push_server.py) runs in its own process and writes pre-serialized batches as fast as
-flow control allows. Each round runs the bare loop, the project with a sync listener and the
-project with an ``async def`` listener, back to back on fresh channels; ratios are per round
+flow control allows. Each round runs the bare loop, the project with a sync listener, the
+project with an ``async def`` listener, and that again with the mass-change guard off (what the
+guard's reading of every key costs), back to back on fresh channels; ratios are per round
 (neighbours in time), reported as the median.
 
     .venv/bin/python benchmarks/bench_throughput.py [--quick] [--only B1|B2]
@@ -34,6 +35,7 @@ from _common import (
 )
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
+from streamer.client.guard import GuardPolicy
 from streamer.wire.streamer_pb2 import DataUpdateBatch, StreamRequest
 
 METHOD = "/magma.orc8r.Streamer/GetUpdates"
@@ -86,9 +88,16 @@ class AsyncNoop(SyncNoop):
         return True
 
 
+class AsyncNoopUnguarded(AsyncNoop):
+    """The async listener with the mass-change guard off."""
+
+
 async def project(address: str, stream: str, n: int, cls: type[SyncNoop]) -> tuple[float, float]:
     registry = StaticRegistry(address)
-    client = new_streamer_client(registry, streaming_interval=60.0, backoff=Backoff(maximum=60.0))
+    guard = GuardPolicy(0.0) if cls is AsyncNoopUnguarded else None  # None: the default, on
+    client = new_streamer_client(
+        registry, streaming_interval=60.0, backoff=Backoff(maximum=60.0), guard=guard
+    )
     loop = asyncio.get_running_loop()
     finished = asyncio.Event()
     listener = cls(stream, n, lambda: loop.call_soon_threadsafe(finished.set))
@@ -108,14 +117,19 @@ async def run_case(cid: str, address: str, quick: bool) -> list[Row]:
     updates, size, full_n, quick_n, target = CASES[cid]
     n = quick_n if quick else full_n
     stream = f"flood/{n}/{updates}/{size}"
-    cpu: dict[str, list[float]] = {"bare": [], "sync": [], "async": []}
+    cpu: dict[str, list[float]] = {"bare": [], "sync": [], "async": [], "unguarded": []}
     # Warm-up (imports, first connection) outside the measurement.
     await bare(address, f"flood/{min(n, 200)}/{updates}/{size}", min(n, 200))
     await project(address, f"flood/{min(n, 200)}/{updates}/{size}", min(n, 200), AsyncNoop)
 
     rounds = 3 if quick else 9
-    results: dict[str, list[float]] = {"bare": [], "sync": [], "async": []}
-    variants = [("bare", None), ("sync", SyncNoop), ("async", AsyncNoop)]
+    results: dict[str, list[float]] = {k: [] for k in cpu}
+    variants = [
+        ("bare", None),
+        ("sync", SyncNoop),
+        ("async", AsyncNoop),
+        ("unguarded", AsyncNoopUnguarded),
+    ]
     for name, cls in in_turn(rounds, variants):
         if cls is None:
             elapsed, c = await bare(address, stream, n)
@@ -126,18 +140,23 @@ async def run_case(cid: str, address: str, quick: bool) -> list[Row]:
     rows = []
     base = results["bare"]
     what = f"batches/s, {updates} x {size} B"
-    for name in ("sync", "async"):
+    labels = {
+        "sync": "sync listener",
+        "async": "async listener",
+        "unguarded": "async listener, guard off",
+    }
+    for name, label in labels.items():
         ratio = median(ratios(results[name], base))
         cpu_ratio = median(ratios(cpu[name], cpu["bare"]))
         rows.append(
             Row(
                 cid,
-                f"{what}, {name} listener",
+                f"{what}, {label}",
                 fmt(median(base)),
                 fmt(median(results[name])),
                 f"{ratio:.2f} (>= {target:.2f})",
                 verdict(ratio >= target),
-                f"{name}: client CPU per batch {1e6 * median(cpu[name]) / n:.1f} us vs bare "
+                f"{label}: client CPU per batch {1e6 * median(cpu[name]) / n:.1f} us vs bare "
                 f"{1e6 * median(cpu['bare']) / n:.1f} us (x{cpu_ratio:.2f}); {rounds} rounds, "
                 f"{n} batches each",
             )

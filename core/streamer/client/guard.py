@@ -120,7 +120,7 @@ class _Delta:
 
 def _delta(batch: _Batch) -> _Delta:
     updates = batch.updates
-    if b"" not in list(map(_VALUE, updates)):
+    if all(map(_VALUE, updates)):  # no empty value: nothing deleted
         return _Delta(batch, set())
     sets: set[str] = set()
     dels: set[str] = set()
