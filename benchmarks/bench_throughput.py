@@ -5,7 +5,8 @@ flow control allows. Each round runs, back to back on fresh channels: the bare g
 (the baseline), two bare consumers of gRPC's sync API in a thread (default, and with the
 ``SingleThreadedUnaryStream`` channel option: the fastest way to read a call from Python we
 know, shown so the distance to the limit is visible), the project with a sync listener (its
-stream reads in a thread of its own) and with an ``async def`` listener (on the loop). Ratios
+stream reads in a thread of its own) and with an ``async def`` listener (on the loop), each
+also with the mass-change guard off (what the guard's reading of every key costs). Ratios
 are per round (neighbours in time), reported as the median. Client CPU is the process's.
 
     .venv/bin/python benchmarks/bench_throughput.py [--quick] [--only B1|B2]
@@ -39,6 +40,7 @@ from _common import (
 )
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
+from streamer.client.guard import GuardPolicy
 from streamer.wire.streamer_pb2 import DataUpdateBatch, StreamRequest
 
 METHOD = "/magma.orc8r.Streamer/GetUpdates"
@@ -114,9 +116,14 @@ class AsyncNoop(SyncNoop):
         return True
 
 
-async def project(address: str, stream: str, n: int, cls: type[SyncNoop]) -> tuple[float, float]:
+async def project(
+    address: str, stream: str, n: int, cls: type[SyncNoop], guard_off: bool = False
+) -> tuple[float, float]:
     registry = StaticRegistry(address)
-    client = new_streamer_client(registry, streaming_interval=60.0, backoff=Backoff(maximum=60.0))
+    guard = GuardPolicy(0.0) if guard_off else None  # None: the default, on
+    client = new_streamer_client(
+        registry, streaming_interval=60.0, backoff=Backoff(maximum=60.0), guard=guard
+    )
     loop = asyncio.get_running_loop()
     finished = asyncio.Event()
     listener = cls(stream, n, lambda: loop.call_soon_threadsafe(finished.set))
@@ -138,7 +145,7 @@ async def run_case(cid: str, address: str, quick: bool) -> list[Row]:
     updates, size, full_n, quick_n = CASES[cid]
     n = quick_n if quick else full_n
     stream = f"flood/{n}/{updates}/{size}"
-    names = ("bare", "bare-sync", "bare-sync-st", "sync", "async")
+    names = ("bare", "bare-sync", "bare-sync-st", "sync", "async", "sync-off", "async-off")
     # Warm-up (imports, first connection) outside the measurement.
     warm = f"flood/{min(n, 200)}/{updates}/{size}"
     await bare(address, warm, min(n, 200))
@@ -155,8 +162,8 @@ async def run_case(cid: str, address: str, quick: bool) -> list[Row]:
         elif name.startswith("bare-sync"):
             elapsed, c = await bare_sync(address, stream, n, name.endswith("-st"))
         else:
-            cls = SyncNoop if name == "sync" else AsyncNoop
-            elapsed, c = await project(address, stream, n, cls)
+            cls = SyncNoop if name.startswith("sync") else AsyncNoop
+            elapsed, c = await project(address, stream, n, cls, name.endswith("-off"))
         results[name].append(n / elapsed)
         cpu[name].append(c)
     rows = []
@@ -167,14 +174,20 @@ async def run_case(cid: str, address: str, quick: bool) -> list[Row]:
         return f"{1e6 * median(cpu[name]) / n:.1f} us"
 
     fastest = max(("bare-sync", "bare-sync-st"), key=lambda k: median(results[k]))
-    for name in ("sync", "async"):
-        target = TARGETS[name]
+    labels = {
+        "sync": "sync listener",
+        "async": "async listener",
+        "sync-off": "sync listener, guard off",
+        "async-off": "async listener, guard off",
+    }
+    for name, label in labels.items():
+        target = TARGETS[name.removesuffix("-off")]
         ratio = median(ratios(results[name], base))
         limit = median(ratios(results[name], results[fastest]))
         rows.append(
             Row(
                 cid,
-                f"{what}, {name} listener",
+                f"{what}, {label}",
                 fmt(median(base)),
                 fmt(median(results[name])),
                 f"{ratio:.2f} (>= {target:.2f})",

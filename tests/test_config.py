@@ -20,6 +20,7 @@ from streamer.host.config import (
     Config,
     ConfigError,
     StreamingConfig,
+    StreamSettings,
     config_from_text,
     find_config,
     load_config,
@@ -522,3 +523,91 @@ def test_fuzz_arbitrary_text_only_raises_config_error(text: str) -> None:
         config_from_text(text, P)
     except ConfigError as e:
         assert str(e).startswith("streamer.toml: ")
+
+
+# --- safe sync: the guard and staleness ([streaming] and per plugin) ---------------------------
+
+
+def test_safe_sync_defaults_and_global_keys() -> None:
+    assert cfg("").stream_settings("any") == StreamSettings(0.5, 2, None)
+    config = cfg(
+        """
+        [streaming]
+        guard_max_delete_fraction = 0.25
+        guard_confirmations = 5
+        max_staleness = 600
+        """
+    )
+    assert config.stream_settings("any") == StreamSettings(0.25, 5, 600.0)
+
+
+@pytest.mark.parametrize("off", ["'off'", "'OFF'", "false", "0", "0.0"])
+def test_guard_off(off: str) -> None:
+    config = cfg(f"[streaming]\nguard_max_delete_fraction = {off}\nmax_staleness = {off}")
+    assert config.stream_settings("x").guard_max_delete_fraction == 0.0
+    assert config.stream_settings("x").max_staleness is None
+
+
+def test_plugin_table_overrides_are_the_hosts_not_the_plugins() -> None:
+    config = cfg(
+        """
+        plugins = ["files", "sqlite"]
+        [streaming]
+        max_staleness = 60
+        [plugin.files]
+        dir = "/var/mirror"
+        guard_max_delete_fraction = "off"
+        max_staleness = 5
+        [plugin.sqlite]
+        path = "/tmp/m.db"
+        """
+    )
+    # The factory never sees the host's keys: a plugin that rejects unknown keys still loads.
+    assert config.plugin_table("files") == {"dir": "/var/mirror"}
+    assert config.plugin_table("sqlite") == {"path": "/tmp/m.db"}
+    assert config.stream_settings("files") == StreamSettings(0.0, 2, 5.0)
+    assert config.stream_settings("sqlite") == StreamSettings(0.5, 2, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        (
+            "[streaming]\nguard_max_delete_fraction = 1.5",
+            "streaming.guard_max_delete_fraction",
+            'a fraction from 0 to 1 or "off", got 1.5 (float)',
+        ),
+        (
+            "[streaming]\nguard_max_delete_fraction = 'half'",
+            "streaming.guard_max_delete_fraction",
+            "got 'half' (str)",
+        ),
+        (
+            "[streaming]\nguard_max_delete_fraction = true",
+            "streaming.guard_max_delete_fraction",
+            "got True (boolean)",
+        ),
+        ("[streaming]\nguard_confirmations = 0", "streaming.guard_confirmations", "1 to 1000"),
+        ("[streaming]\nmax_staleness = -5", "streaming.max_staleness", "seconds >= 0"),
+        ("[streaming]\nmax_staleness = 'soon'", "streaming.max_staleness", "got 'soon' (str)"),
+        (
+            "plugins = ['x']\n[plugin.x]\nguard_confirmations = 'two'",
+            "plugin.x.guard_confirmations",
+            "integer from 1 to 1000",
+        ),
+        (
+            "plugins = ['x']\n[plugin.x]\nmax_staleness = nan",
+            "plugin.x.max_staleness",
+            "seconds >= 0",
+        ),
+        ("[metrics]\nremote_release = 'yes'", "metrics.remote_release", "true or false"),
+    ],
+)
+def test_safe_sync_errors_name_the_key(text: str, key: str, fragment: str) -> None:
+    e = error(text)
+    assert e.key == key and fragment in str(e), str(e)
+
+
+def test_remote_release_is_off_by_default() -> None:
+    assert cfg("").metrics.remote_release is False
+    assert cfg("[metrics]\nremote_release = true").metrics.remote_release is True

@@ -143,7 +143,11 @@ async def test_batches_updates_duration_state_and_readiness_move(rig: Rig) -> No
 
     code, ctype, body = await http_get(rig.address, "/readyz")
     assert code == 503 and ctype == "application/json"
-    assert json.loads(body) == {"ready": False, "not_ready": ["s1"]}
+    assert json.loads(body) == {
+        "ready": False,
+        "not_ready": ["s1"],
+        "reasons": {"s1": "no call accepted yet"},
+    }
     assert (await http_get(rig.address, "/healthz"))[0] == 200
 
     await call.push(batch(3, resync=True))
@@ -160,7 +164,7 @@ async def test_batches_updates_duration_state_and_readiness_move(rig: Rig) -> No
     assert s[("streamer_ready", frozenset())] == 1
 
     code, _, body = await http_get(rig.address, "/readyz")
-    assert code == 200 and json.loads(body) == {"ready": True, "not_ready": []}
+    assert code == 200 and json.loads(body) == {"ready": True, "not_ready": [], "reasons": {}}
 
     await asyncio.sleep(0.3)  # the age is computed at scrape time
     later = await rig.scrape()
@@ -273,7 +277,13 @@ async def test_status_document_per_stream(rig: Rig) -> None:
         "backoff",
         "failing",
         "failures_in_a_row",
+        "held",
+        "in_sync_age_s",
+        "max_staleness",
+        "stale_since",
     }
+    assert doc["reasons"] == {"s2": "no call accepted yet"}
+    assert rows["s1"]["held"] is None and rows["s1"]["stale_since"] is None
     assert rows["s1"]["plugin"] == "plug" and rows["s1"]["state"] == "streaming"
     assert rows["s1"]["updates"] == 4 and rows["s1"]["batches"] == 1
     assert 0 <= rows["s1"]["last_batch_age_s"] < 5

@@ -1,5 +1,5 @@
 """The ``streamer`` command: run, check, list, describe, config sample, new-plugin, tap,
-status, top, serve, fleet.
+status, release, top, serve, fleet.
 
 Heavy imports (grpc, the host) happen inside the commands that need them, so ``list`` and
 ``check`` start fast and never import gRPC.
@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -225,11 +225,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_observability(config: Config, owners: Mapping[str, str]) -> object:
+def _start_observability(
+    config: Config,
+    owners: Mapping[str, str],
+    staleness: Mapping[str, float],
+    releaser: Callable[[str], dict[str, Any]],
+) -> object:
     """Imported only when ``[metrics] address`` is set: prometheus-client is the metrics extra."""
     from streamer.observability.metrics import start_observer
 
-    return start_observer(config, owners)
+    return start_observer(config, owners, staleness, releaser)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -488,6 +493,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    """Exit 0: released; 1: nothing held on that stream; 2: no host, refused, no such stream."""
+    from streamer.cli.status import HostUnreachable, post_release
+
+    address = _status_address(args, "release")
+    if address is None:
+        return EXIT_USAGE
+    try:
+        code, doc = post_release(address, args.stream, timeout=args.timeout)
+    except HostUnreachable as exc:
+        _err(f"release: {exc}")
+        return EXIT_USAGE
+    detail = str(doc.get("detail") or doc.get("error") or f"HTTP {code}")
+    if code == 200:
+        print(f"stream {args.stream}: {detail}")
+        return 0
+    if code == 409:
+        print(f"stream {args.stream}: nothing held")
+        return 1
+    _err(f"release: {address}: {detail}")
+    return EXIT_USAGE
+
+
 def cmd_top(args: argparse.Namespace) -> int:
     from streamer.cli.status import fetch_status
     from streamer.cli.top import watch
@@ -612,6 +640,21 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the host")
     st.set_defaults(func=cmd_status)
+
+    rel = with_config(
+        add_parser(
+            "release",
+            help="apply the snapshot a running host holds on STREAM now (exit 1: none held)",
+        )
+    )
+    rel.add_argument("stream", help="the stream whose held batch to apply")
+    rel.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="the host's observability endpoint (default: the config's [metrics] address)",
+    )
+    rel.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the host")
+    rel.set_defaults(func=cmd_release)
 
     top = with_config(add_parser("top", help="a live, refreshing view of a running host"))
     top.add_argument(

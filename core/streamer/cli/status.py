@@ -12,7 +12,14 @@ from streamer.base.errors import StreamerError
 from streamer.base.logs import escape
 from streamer.cli.tables import age, table
 
-__all__ = ["HostUnreachable", "fetch_status", "format_fleet", "format_status", "query_address"]
+__all__ = [
+    "HostUnreachable",
+    "fetch_status",
+    "format_fleet",
+    "format_status",
+    "post_release",
+    "query_address",
+]
 
 
 class HostUnreachable(StreamerError):
@@ -65,6 +72,35 @@ def fetch_status(address: str, timeout: float = 5.0) -> dict[str, Any]:
     return doc
 
 
+def post_release(address: str, stream: str, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+    """``POST http://<address>/release/<stream>`` with an empty body: the HTTP status and the
+    decoded answer. Raises :class:`HostUnreachable` when no host answers (or not in JSON)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    url = f"http://{address}/release/{urllib.parse.quote(stream, safe='')}"
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            code, raw = resp.status, resp.read(65536)
+    except urllib.error.HTTPError as exc:
+        code, raw = exc.code, exc.read(65536)
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        text = reason.strerror if isinstance(reason, OSError) and reason.strerror else reason
+        raise HostUnreachable(address, str(text).lower()) from exc
+    except (OSError, ValueError) as exc:
+        raise HostUnreachable(address, str(exc) or type(exc).__name__) from exc
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise HostUnreachable(address, f"{url} did not return JSON (HTTP {code})") from exc
+    if not isinstance(doc, dict):
+        raise HostUnreachable(address, f"{url} did not return a JSON object (HTTP {code})")
+    return code, doc
+
+
 def format_status(doc: dict[str, Any]) -> str:
     """A table, one row per stream, and a readiness line."""
     header = ("STREAM", "PLUGIN", "STATE", "LAST BATCH", "UPDATES", "ERRORS", "LAST ERROR")
@@ -76,6 +112,10 @@ def format_status(doc: dict[str, Any]) -> str:
             state += f" (backoff {backoff:.1f}s)"
         if s.get("failing"):
             state = f"failing ({s.get('failing')} x{s.get('failures_in_a_row', 1)}); {state}"
+        if s.get("held"):
+            state = f"held; {state}"
+        elif s.get("stale_since"):
+            state = f"stale; {state}"
         rows.append(
             (
                 str(s.get("stream", "?")),
@@ -90,6 +130,22 @@ def format_status(doc: dict[str, Any]) -> str:
     lines = table(rows, free_last=True)
     if len(rows) == 1:
         lines.append("(no streams)")
+    for s in doc.get("streams", []):
+        name = escape(str(s.get("stream", "?")), 80)
+        held = s.get("held")
+        if isinstance(held, dict):
+            text = str(held.get("text", "held")).removeprefix("held snapshot: ")
+            text = text.removeprefix("held update: ")
+            if held.get("snapshot"):
+                more = f"applied after {held.get('remaining', '?')} more identical snapshot(s)"
+            else:
+                more = "applied when a snapshot passes the guard"
+            lines.append(f"{name}: held: {text} ({more}, or now: streamer release {name})")
+        if s.get("stale_since"):
+            lines.append(
+                f"{name}: stale since {s['stale_since']} "
+                f"(max_staleness {s.get('max_staleness', 0):g} s)"
+            )
     not_ready = doc.get("not_ready") or []
     if doc.get("ready"):
         lines.append("ready: every stream has received data")

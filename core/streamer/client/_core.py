@@ -4,7 +4,8 @@ A stream runs either on the event loop (``stream.StreamRunner``, for ``async def
 in a thread of its own that reads the call through gRPC's sync API (``threaded.ThreadedRunner``,
 for sync listeners). Everything they must agree on lives here, once: decoding a message, handing
 a batch to the listener, wrapping errors, asking ``report_error`` and the decision table
-(``supervisor.decide``), backoff, states and observer events.
+(``supervisor.decide``), backoff, states and observer events, and the batch gate (the
+mass-change guard, ``streamer.client.gate``) every batch passes before ``update``.
 
 Listener calls are the only thing the two differ on (awaited on the loop vs called in the
 stream's thread), so the shared steps are generators that *yield* the listener call they need
@@ -34,6 +35,8 @@ from streamer.client.backoff import BackoffState
 from streamer.client.connection import ResolvedConnection
 from streamer.client.diagnose import Diagnosis, diagnose
 from streamer.client.events import Decision, NullObserver, StreamObserver, StreamState
+from streamer.client.gate import PASS, BatchGate, ReleaseResult
+from streamer.client.guard import GuardPolicy
 from streamer.client.listener import Listener
 from streamer.client.supervisor import Action, Event, Step, Wait, decide, error_to_report
 from streamer.wire.streamer_pb2 import DataUpdateBatch, StreamRequest
@@ -256,9 +259,14 @@ class StreamCore:
         clock: Callable[[], float],
         gateway_id: str = "",
         connection: ResolvedConnection | None = None,
+        guard: GuardPolicy | None = None,
     ) -> None:
         self.listener = listener
         self.name: str = listener.name
+        self.gate = BatchGate(self.name, guard)
+        # held_keys() is optional: asked once so the guard judges the first snapshot after a
+        # restart too
+        self.asks_held_keys = callable(getattr(listener, "held_keys", None))
         self.backoff = backoff
         self.interval = interval
         self.stopping = False
@@ -330,7 +338,9 @@ class StreamCore:
             self.set_state(StreamState.STREAMING)
 
     def ended(self) -> Step:
-        """The server closed the call with OK."""
+        """The server closed the call with OK: every batch of it was applied (a held one
+        ends the call with BATCH_HELD instead), so the stream holds what the cloud serves."""
+        self.notify("in_sync")
         return decide(Event.CALL_ENDED)
 
     def failed(self, error: BaseException) -> Steps:
@@ -355,7 +365,66 @@ class StreamCore:
             )
             return (yield from self.report(Event.CALL_FAILED, bad))
         self.streaming()
-        return (yield from self.hand_off(batch))
+        return (yield from self.gated(batch))
+
+    def gated(self, batch: DataUpdateBatch) -> Steps:
+        """The batch gate, for both runners: the gate (``streamer.client.gate``) judges
+        ``batch`` before the listener sees it; a held batch ends the call (BATCH_HELD: ask
+        again after the streaming interval). Returns None (read the next one) or the Step."""
+        gate = self.gate
+        if gate.needs_seed:
+            yield from self.seed()
+        admission = gate.admit(batch, self._clock())
+        if admission is PASS:
+            return (yield from self.hand_off(batch))
+        if admission.ended:
+            self.notify("hold_ended", admission.ended)
+        if admission.hold is not None:
+            self.notify("batch_held", admission.hold)
+            return decide(Event.BATCH_HELD)
+        if admission.batches is None:
+            return (yield from self.hand_off(batch))
+        for item in admission.batches:
+            step = yield from self.hand_off(item)
+            if step is not None:
+                return step
+        return Step(Action.NEW_CALL) if admission.end_call else None
+
+    def seed(self) -> Steps:
+        """Ask the listener's optional ``held_keys()`` how many keys it holds (once), so the
+        guard judges the first snapshot after a restart too."""
+        count: int | None = None
+        if self.asks_held_keys:
+            try:
+                answer = yield ("held_keys", ())
+            except BaseException as exc:
+                self._log.warning(
+                    "held_keys() of stream %s raised %s; the guard judges from the first "
+                    "applied batch on",
+                    escape(repr(self.name)),
+                    escape(f"{type(exc).__name__}: {exc}"),
+                )
+            else:
+                if isinstance(answer, int) and not isinstance(answer, bool) and answer >= 0:
+                    count = answer
+        self.gate.seed(count)
+
+    def release(self) -> ReleaseResult:
+        """``streamer release``: the held snapshot is applied by the runner at once
+        (:meth:`released`). Thread-safe; the runner's wait must be woken by the caller."""
+        result = self.gate.release()
+        if result.released:
+            self.notify("hold_ended", "released")
+        return result
+
+    def released(self) -> Steps:
+        """Between calls: a snapshot the operator released is handed over now. Returns None
+        when none waits, else the Step (a new call at once when it was accepted)."""
+        batch = self.gate.take_released()
+        if batch is None:
+            return None
+        step = yield from self.hand_off(batch)
+        return step or Step(Action.NEW_CALL)
 
     def hand_off(self, batch: DataUpdateBatch) -> Steps:
         """THE place a batch is handed to the listener, for both runners: observer events
@@ -376,6 +445,8 @@ class StreamCore:
             return (yield from self.report(Event.UPDATE_RAISED, contain(exc, what)))
         if observed:
             self.notify("update_done", self._clock() - start, verdict is True)
+        if verdict is True:
+            self.gate.applied(batch)
         if self.stopping:
             return STOP
         if verdict is not True:
@@ -414,8 +485,11 @@ class StreamCore:
         return step
 
     def schedule(self, step: Step) -> float:
-        """The wait before the next call after ``step`` (a NEW_CALL): the streaming interval or
-        the next backoff delay, announced to observers."""
+        """The wait before the next call after ``step`` (a NEW_CALL): none (a released snapshot
+        was just applied), the streaming interval or the next backoff delay, announced to
+        observers."""
+        if step.wait is Wait.NONE:
+            return 0.0
         if step.wait is Wait.INTERVAL:
             delay, reason = self.interval, "interval"
         else:

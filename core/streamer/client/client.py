@@ -17,6 +17,8 @@ from streamer.client._core import is_async
 from streamer.client._workers import WorkerPool
 from streamer.client.backoff import Backoff
 from streamer.client.events import NullObserver, StreamObserver
+from streamer.client.gate import ReleaseResult
+from streamer.client.guard import GuardPolicy
 from streamer.client.listener import Listener, listener_problems
 from streamer.client.registry import GatewayRegistry
 from streamer.client.stream import Sleep, StreamRunner, on_loop
@@ -56,9 +58,12 @@ class Client:
         max_streams_per_channel: int = DEFAULT_MAX_STREAMS_PER_CHANNEL,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
+        guard: GuardPolicy | None = None,
     ) -> None:
         """``sleep`` and ``rng`` are injectable so tests can drive waits and jitter
-        deterministically."""
+        deterministically. ``guard`` is the mass-change guard's policy for every stream
+        (default: hold a batch deleting more than half the keys; ``GuardPolicy(0)`` is off);
+        ``stream(listener, guard=...)`` overrides it for one stream."""
         if not streaming_interval > 0:
             raise ValueError(f"streaming_interval must be positive, got {streaming_interval!r}")
         if max_streams_per_channel < 1:
@@ -75,6 +80,7 @@ class Client:
         self._executor = WorkerPool()
         self._sleep = sleep
         self._rng = rng
+        self.guard = guard or GuardPolicy()
         self._listeners: dict[str, Listener] = {}
         self._runners: dict[str, Runner] = {}
         self._shard_load: dict[int, int] = {}
@@ -133,10 +139,17 @@ class Client:
     def runner(self, name: str) -> Runner | None:
         return self._runners.get(name)
 
+    def release(self, name: str) -> ReleaseResult | None:
+        """``streamer release``: apply stream ``name``'s held snapshot now. None when no such
+        stream is running. Call on the client's event loop."""
+        runner = self._runners.get(name)
+        return None if runner is None else runner.release()
+
     # -- streaming -------------------------------------------------------------------------
 
-    async def stream(self, listener: Listener) -> None:
-        """Run ``listener``'s stream until it ends (registering it first if needed).
+    async def stream(self, listener: Listener, *, guard: GuardPolicy | None = None) -> None:
+        """Run ``listener``'s stream until it ends (registering it first if needed); ``guard``
+        overrides the client's mass-change guard policy for this stream.
 
         Returns None when ended by ``remove_listener``; raises the listener's chosen error when
         it stops itself (``report_error`` returned or raised an error). Either way the stream
@@ -154,7 +167,7 @@ class Client:
         if name in self._runners:
             raise DuplicateStreamError(name, f"stream {name!r} is already streaming")
         shard = self._pick_shard()
-        runner = self._runner_for(listener, shard)
+        runner = self._runner_for(listener, shard, guard or self.guard)
         self._runners[name] = runner
         self._none_running.clear()
         self._shard_load[shard] = self._shard_load.get(shard, 0) + 1
@@ -168,7 +181,7 @@ class Client:
             if self._listeners.get(name) is listener:
                 del self._listeners[name]
 
-    def _runner_for(self, listener: Listener, shard: int) -> Runner:
+    def _runner_for(self, listener: Listener, shard: int, guard: GuardPolicy) -> Runner:
         """A sync listener's stream reads its call in a thread of its own through gRPC's sync
         API (no per-batch hop between threads); an async listener's stays on the event loop.
         Both share one supervisor (``streamer.client._core``)."""
@@ -186,6 +199,7 @@ class Client:
                 sleep=self._sleep,
                 rng=self._rng,
                 connection=connection,
+                guard=guard,
             )
         return StreamRunner(
             listener,
@@ -198,6 +212,7 @@ class Client:
             sleep=self._sleep,
             rng=self._rng,
             connection=connection,
+            guard=guard,
         )
 
     def _pick_shard(self) -> int:

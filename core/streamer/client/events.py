@@ -10,6 +10,7 @@ import enum
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from streamer.client.guard import Hold
     from streamer.wire.streamer_pb2 import DataUpdateBatch
 
 __all__ = ["Decision", "NullObserver", "StreamObserver", "StreamState"]
@@ -50,6 +51,17 @@ class StreamObserver(Protocol):
     def reconnect_scheduled(self, stream: str, delay: float, reason: str) -> None:
         """``reason`` is "interval" (poll cadence) or "backoff" (after an error)."""
 
+    def batch_held(self, stream: str, hold: Hold) -> None:
+        """The mass-change guard held a batch (not handed to ``update``). Called again each
+        time the cloud serves the same held snapshot (``hold.seen`` counts them)."""
+
+    def hold_ended(self, stream: str, how: str) -> None:
+        """A hold ended: "confirmed" (the cloud served it ``confirmations`` more times; it is
+        applied), "released" (an operator released it), "superseded" (a later batch passed)."""
+
+    def in_sync(self, stream: str) -> None:
+        """A call ended with nothing left to apply: the stream holds what the cloud serves."""
+
 
 class NullObserver:
     """Observer that ignores everything (the default)."""
@@ -75,4 +87,13 @@ class NullObserver:
         pass
 
     def reconnect_scheduled(self, stream: str, delay: float, reason: str) -> None:
+        pass
+
+    def batch_held(self, stream: str, hold: Hold) -> None:
+        pass
+
+    def hold_ended(self, stream: str, how: str) -> None:
+        pass
+
+    def in_sync(self, stream: str) -> None:
         pass

@@ -31,6 +31,9 @@ class Listener(Protocol):
     - ``report_error(error)``: return None to keep streaming, or an exception to stop the stream
       (``Client.stream`` then raises it).
     - ``close()`` is optional; the host calls it once when the listener is retired.
+    - ``held_keys()`` is optional: how many keys the listener holds (None: cannot tell). Asked
+      once per stream start, so the mass-change guard judges the first snapshot after a restart
+      too (docs/reliability.md, "Safe sync"); the sink kit's ``MirrorListener`` implements it.
 
     A listener with a sync ``update`` has its stream read in a thread of its own, which calls
     its methods directly; an ``async def update`` runs on the event loop. Either way a

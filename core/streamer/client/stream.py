@@ -36,6 +36,8 @@ from streamer.client._workers import WorkerPool
 from streamer.client.backoff import Backoff, BackoffState
 from streamer.client.connection import ResolvedConnection
 from streamer.client.events import StreamObserver, StreamState
+from streamer.client.gate import ReleaseResult
+from streamer.client.guard import GuardPolicy
 from streamer.client.listener import Listener
 from streamer.client.supervisor import Action, Step
 from streamer.wire import METHOD
@@ -105,6 +107,7 @@ class StreamRunner:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.perf_counter,
         connection: ResolvedConnection | None = None,
+        guard: GuardPolicy | None = None,
     ) -> None:
         self.listener = listener
         self.name: str = listener.name
@@ -116,15 +119,18 @@ class StreamRunner:
             clock=clock,
             gateway_id=gateway_id,
             connection=connection,
+            guard=guard,
         )
+        self.gate = self.core.gate
         self._channel_for = channel_for
         self._sleep: Sleep = sleep or asyncio.sleep
-        self._invokers = {
-            name: _Invoker(getattr(listener, name), executor)
-            for name in ("get_extra_args", "update", "report_error")
-        }
+        methods = ["get_extra_args", "update", "report_error"]
+        if self.core.asks_held_keys:
+            methods.append("held_keys")
+        self._invokers = {name: _Invoker(getattr(listener, name), executor) for name in methods}
         self._call: grpc.aio.UnaryStreamCall[StreamRequest, bytes] | None = None
         self._wake: asyncio.Event | None = None
+        self._nudge: asyncio.Event | None = None  # set by release(): end the wait
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
 
@@ -143,6 +149,13 @@ class StreamRunner:
             self._do_stop()
         else:
             loop.call_soon_threadsafe(self._do_stop)
+
+    def release(self) -> ReleaseResult:
+        """``streamer release``: apply the held snapshot now. Call on the stream's loop."""
+        result = self.core.release()
+        if result.released and self._nudge is not None:
+            self._nudge.set()
+        return result
 
     def _do_stop(self) -> None:
         self.core.stopping = True
@@ -163,6 +176,7 @@ class StreamRunner:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         self._wake = asyncio.Event()
+        self._nudge = asyncio.Event()
         core = self.core
         error: BaseException | None = None
         core.notify("stream_started")
@@ -195,8 +209,11 @@ class StreamRunner:
 
     async def _loop_until_stop(self) -> BaseException | None:
         core = self.core
+        assert self._nudge is not None
         while not core.stopping:
-            step = await self._one_call()
+            self._nudge.clear()
+            # an operator released a held snapshot: apply it now, then a new call at once
+            step = await self._drive(core.released()) or await self._one_call()
             if core.stopping:
                 return None
             if step.action is Action.STOP:
@@ -205,17 +222,19 @@ class StreamRunner:
         return None
 
     async def _wait(self, delay: float) -> None:
-        """Sleep ``delay`` seconds unless stop() comes first."""
-        assert self._wake is not None
-        if self.core.stopping or delay <= 0:
+        """Sleep ``delay`` seconds unless stop() or release() comes first."""
+        assert self._wake is not None and self._nudge is not None
+        if self.core.stopping or delay <= 0 or self._nudge.is_set():
             return
         sleeper = asyncio.ensure_future(self._sleep(delay))
         waker = asyncio.ensure_future(self._wake.wait())
+        nudger = asyncio.ensure_future(self._nudge.wait())
         try:
-            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((sleeper, waker, nudger), return_when=asyncio.FIRST_COMPLETED)
         finally:
             sleeper.cancel()
             waker.cancel()
+            nudger.cancel()
 
     async def _one_call(self) -> Step:
         """Open one GetUpdates call and read it until something needs a decision."""

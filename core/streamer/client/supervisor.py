@@ -32,6 +32,7 @@ class Event(enum.Enum):
     CALL_ENDED = "call ended"  # the server closed the call with OK
     CALL_FAILED = "call failed"  # grpc.RpcError: the call failed or could not connect
     REPORT_ERROR_RAISED = "report_error raised"
+    BATCH_HELD = "batch held"  # the mass-change guard held a batch: ask again later
 
 
 class Action(enum.Enum):
@@ -92,7 +93,8 @@ def decide(event: Event, answer: object = None) -> Step:
     REPORT_ERROR_RAISED, the exception it raised)."""
     if event is Event.BATCH_ACCEPTED:
         return Step(Action.READ_NEXT, reset_backoff=True)
-    if event is Event.CALL_ENDED:
+    if event in (Event.CALL_ENDED, Event.BATCH_HELD):
+        # A held batch ends the call, push mode too: the cloud must serve it again to insist.
         return Step(Action.NEW_CALL, Wait.INTERVAL)
     if event is Event.REPORT_ERROR_RAISED:
         if not isinstance(answer, BaseException):

@@ -29,6 +29,8 @@ from streamer.client._core import STOP, Steps, StreamCore
 from streamer.client.backoff import Backoff, BackoffState
 from streamer.client.connection import ResolvedConnection
 from streamer.client.events import StreamObserver, StreamState
+from streamer.client.gate import ReleaseResult
+from streamer.client.guard import GuardPolicy
 from streamer.client.listener import Listener
 from streamer.client.stream import Sleep
 from streamer.client.supervisor import Action, Step
@@ -71,6 +73,7 @@ class ThreadedRunner:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.perf_counter,
         connection: ResolvedConnection | None = None,
+        guard: GuardPolicy | None = None,
     ) -> None:
         self.listener = listener
         self.name: str = listener.name
@@ -82,15 +85,22 @@ class ThreadedRunner:
             clock=clock,
             gateway_id=gateway_id,
             connection=connection,
+            guard=guard,
         )
+        self.gate = self.core.gate
         self._channel_for = channel_for
         self._sleep = sleep
+        methods = ["get_extra_args", "update", "report_error"]
+        if self.core.asks_held_keys:
+            methods.append("held_keys")
         self._methods: dict[str, Callable[..., Any]] = {
-            name: getattr(listener, name) for name in ("get_extra_args", "update", "report_error")
+            name: getattr(listener, name) for name in methods
         }
-        self._lock = threading.Lock()  # guards _call and _wake against stop() from elsewhere
+        # guards _call, _wake and _nudged against stop() and release() from elsewhere
+        self._lock = threading.Lock()
         self._call: Any = None  # the open call (gRPC's sync rendezvous), or None
         self._wake = threading.Event()
+        self._nudged = False  # release() came: do not wait before the next call
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
         self.thread: threading.Thread | None = None
@@ -109,6 +119,17 @@ class ThreadedRunner:
         if call is not None:
             call.cancel()
         wake.set()
+
+    def release(self) -> ReleaseResult:
+        """``streamer release``: apply the held snapshot now (from the stream's thread, before
+        its next call; a wait in progress ends). Thread-safe."""
+        result = self.core.release()
+        if result.released:
+            with self._lock:
+                self._nudged = True
+                wake = self._wake
+            wake.set()
+        return result
 
     def cancel(self) -> None:
         """Stop, and end ``run()`` at once even if ``update`` never returns (last resort: the
@@ -192,7 +213,10 @@ class ThreadedRunner:
     def _loop_until_stop(self) -> BaseException | None:
         core = self.core
         while not core.stopping:
-            step = self._one_call()
+            with self._lock:
+                self._nudged = False
+            # an operator released a held snapshot: apply it now, then a new call at once
+            step = self._drive(core.released()) or self._one_call()
             if core.stopping:
                 return None
             if step.action is Action.STOP:
@@ -201,10 +225,10 @@ class ThreadedRunner:
         return None
 
     def _wait(self, delay: float) -> None:
-        """Sleep ``delay`` seconds unless stop() comes first."""
+        """Sleep ``delay`` seconds unless stop() or release() comes first."""
         wake = threading.Event()
         with self._lock:
-            if self.core.stopping:
+            if self.core.stopping or self._nudged:
                 return
             self._wake = wake
         if delay <= 0:

@@ -41,11 +41,13 @@ __all__ = [
     "CONFIG_NAME",
     "LOG_FORMATS",
     "LOG_LEVELS",
+    "PLUGIN_STREAMING_KEYS",
     "CloudConfig",
     "Config",
     "ConfigError",
     "LogConfig",
     "MetricsConfig",
+    "StreamSettings",
     "StreamingConfig",
     "config_from_text",
     "find_config",
@@ -132,8 +134,28 @@ class CloudConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """The safe-sync settings of one plugin's streams: ``[streaming]``'s, with the plugin's
+    own ``[plugin.<name>]`` keys of the same names laid over them.
+
+    ``guard_max_delete_fraction``: a batch deleting more than this fraction of a stream's keys
+    is held (0 = guard off); ``guard_confirmations``: further calls that must serve the same
+    held snapshot before it is applied; ``max_staleness``: seconds a stream may go without an
+    applied batch or a confirmed sync before ``/readyz`` calls it stale (None = never)."""
+
+    guard_max_delete_fraction: float = 0.5
+    guard_confirmations: int = 2
+    max_staleness: float | None = None
+
+
+PLUGIN_STREAMING_KEYS = tuple(StreamSettings.__dataclass_fields__)
+"""Keys of ``[plugin.<name>]`` that the host reads (and never passes to the plugin)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StreamingConfig:
-    """Per-stream cadence and retry policy (``[streaming]``); all values in seconds."""
+    """Per-stream cadence and retry policy (``[streaming]``); all values in seconds, and the
+    safe-sync defaults (:class:`StreamSettings`)."""
 
     interval: float = 20.0
     backoff_initial: float = 1.0
@@ -141,13 +163,20 @@ class StreamingConfig:
     backoff_jitter: float = 0.2
     backoff_max: float = 20.0
     shutdown_timeout: float = 10.0
+    guard_max_delete_fraction: float = 0.5
+    guard_confirmations: int = 2
+    max_staleness: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    """``[metrics]``: ``address`` None means the metrics/health endpoint is off."""
+    """``[metrics]``: ``address`` None means the metrics/health endpoint is off.
+    ``remote_release``: accept ``POST /release`` (``streamer release``) although the endpoint
+    listens off loopback; off by default, as anyone who reaches the port could then apply a
+    held snapshot."""
 
     address: str | None = None
+    remote_release: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +203,14 @@ class Config:
     hook_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty_tables)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    # [plugin.<name>] keys the host reads (PLUGIN_STREAMING_KEYS), validated, per plugin
+    plugin_streaming: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty_tables)
+
+    def stream_settings(self, name: str) -> StreamSettings:
+        """Plugin ``name``'s safe-sync settings: ``[streaming]``, overridden by its table."""
+        s = self.streaming
+        base = {k: getattr(s, k) for k in PLUGIN_STREAMING_KEYS}
+        return StreamSettings(**{**base, **self.plugin_streaming.get(name, {})})
 
     def plugin_table(self, name: str) -> dict[str, Any]:
         """A fresh copy of ``[plugin.<name>]`` for the plugin's factory (``{}`` when absent)."""
@@ -272,17 +309,54 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     top = v.table(data, "", _TOP_KEYS)
     plugins = v.names(top, "plugins")
     hooks = v.names(top, "hooks")
+    plugin_tables, plugin_streaming = _split_plugin_tables(
+        v, v.sub_tables(top, "plugin", plugins, "plugins")
+    )
     return Config(
         path=Path(path),
         cloud=_cloud(v, top["cloud"]) if "cloud" in top else None,
         streaming=_streaming(v, top.get("streaming", {})),
         plugins=plugins,
         hooks=hooks,
-        plugin_tables=v.sub_tables(top, "plugin", plugins, "plugins"),
+        plugin_tables=plugin_tables,
         hook_tables=v.sub_tables(top, "hook", hooks, "hooks"),
         metrics=_metrics(v, top.get("metrics", {})),
         log=_log(v, top.get("log", {})),
+        plugin_streaming=plugin_streaming,
     )
+
+
+def _split_plugin_tables(
+    v: _Validator, tables: Mapping[str, Mapping[str, Any]]
+) -> tuple[Mapping[str, Mapping[str, Any]], Mapping[str, Mapping[str, Any]]]:
+    """Take the host's keys (PLUGIN_STREAMING_KEYS) out of each ``[plugin.<name>]`` table:
+    (the tables the factories get, the validated overrides)."""
+    own: dict[str, Mapping[str, Any]] = {}
+    host: dict[str, Mapping[str, Any]] = {}
+    for name, table in tables.items():
+        ours = {k: table[k] for k in PLUGIN_STREAMING_KEYS if k in table}
+        if not ours:
+            own[name] = table
+            continue
+        prefix = _join("plugin", name)
+        host[name] = MappingProxyType(_stream_settings(v, ours, prefix))
+        own[name] = MappingProxyType({k: x for k, x in table.items() if k not in ours})
+    return MappingProxyType(own), MappingProxyType(host)
+
+
+def _stream_settings(v: _Validator, t: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The safe-sync keys present in ``t`` (``[streaming]`` or a plugin table), validated."""
+    out: dict[str, Any] = {}
+    key = f"{prefix}.guard_max_delete_fraction"
+    if "guard_max_delete_fraction" in t:
+        out["guard_max_delete_fraction"] = v.fraction_or_off(t, key)
+    if "guard_confirmations" in t:
+        out["guard_confirmations"] = v.integer(
+            t, f"{prefix}.guard_confirmations", 2, minimum=1, maximum=1000
+        )
+    if "max_staleness" in t:
+        out["max_staleness"] = v.seconds_or_off(t, f"{prefix}.max_staleness")
+    return out
 
 
 def _cloud(v: _Validator, raw: object) -> CloudConfig:
@@ -375,13 +449,21 @@ def _streaming(v: _Validator, raw: object) -> StreamingConfig:
             f"expected a number >= backoff_initial ({initial!r}), got {_show(backoff_max)}",
         )
     shutdown = v.number(t, "streaming.shutdown_timeout", 10.0, minimum=0.0, positive=False)
-    return StreamingConfig(interval, initial, multiplier, jitter, backoff_max, shutdown)
+    return StreamingConfig(
+        interval,
+        initial,
+        multiplier,
+        jitter,
+        backoff_max,
+        shutdown,
+        **_stream_settings(v, t, "streaming"),
+    )
 
 
 def _metrics(v: _Validator, raw: object) -> MetricsConfig:
-    t = v.table(raw, "metrics", ("address",))
+    t = v.table(raw, "metrics", ("address", "remote_release"))
     address = v.address(t, "metrics.address", allow_port_zero=True) if "address" in t else None
-    return MetricsConfig(address)
+    return MetricsConfig(address, v.boolean(t, "metrics.remote_release", False))
 
 
 def _log(v: _Validator, raw: object) -> LogConfig:
@@ -493,6 +575,36 @@ class _Validator:
         if not minimum <= value <= maximum:
             self.fail(key, f"expected an integer from {minimum} to {maximum}, got {_show(value)}")
         return value
+
+    def fraction_or_off(self, t: Mapping[str, Any], key: str) -> float:
+        """A fraction in [0, 1], or "off" / false (0.0: off)."""
+        value = self._get(t, key)
+        if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+            return 0.0
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0.0 <= value <= 1.0  # NaN fails too
+        ):
+            self.fail(key, f'expected a fraction from 0 to 1 or "off", got {_show(value)}')
+        return float(value)
+
+    def seconds_or_off(self, t: Mapping[str, Any], key: str) -> float | None:
+        """Positive seconds, or "off" / false / 0 (None: off)."""
+        value = self._get(t, key)
+        if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+            return None
+        expected = 'a number of seconds >= 0 or "off"'
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            self.fail(key, f"expected {expected}, got {_show(value)}")
+        if value > _MAX_DURATION_S:
+            self.fail(key, f"expected {expected} no larger than {_MAX_DURATION_S:g}")
+        return float(value) if value else None
 
     def boolean(self, t: Mapping[str, Any], key: str, default: bool) -> bool:
         if not self._has(t, key):

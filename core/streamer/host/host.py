@@ -14,6 +14,7 @@ reload abandons it and exits within ``shutdown_timeout`` plus a small constant.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 from streamer.base.logs import escape
 from streamer.client._workers import WorkerPool
 from streamer.client.client import Client
+from streamer.client.guard import GuardPolicy
 from streamer.client.registry import (
     GatewayRegistry,
     MagmaRegistry,
@@ -34,7 +36,7 @@ from streamer.client.registry import (
 )
 from streamer.client.stream import contain
 from streamer.host.checks import Distributions, LoadFailed, build_backoff, check
-from streamer.host.config import Config, ConfigError
+from streamer.host.config import Config, ConfigError, StreamSettings
 from streamer.host.observers import (
     LoggingObserver,
     PluggyObserver,
@@ -74,11 +76,14 @@ RESTART_SECTIONS = ("cloud", "streaming", "hooks", "hook_tables", "metrics", "lo
 
 T = TypeVar("T")
 
-ObservabilityStarter = Callable[[Config, Mapping[str, str]], object]
+ObservabilityStarter = Callable[
+    [Config, Mapping[str, str], Mapping[str, float], Callable[[str], dict[str, Any]]], object
+]
 """Starts the endpoint ``[metrics]`` asks for and returns the observer that feeds it (and stops
-it at ``host_stopping``). The host does not import the observability layer (it sits above the
-host); whoever builds the host passes it: ``streamer run`` passes
-``streamer.observability.metrics.start_observer``."""
+it at ``host_stopping``). Called with the config, the host's stream -> plugin map, its stream ->
+``max_staleness`` map and :meth:`Host.release` (what ``POST /release/STREAM`` calls). The host
+does not import the observability layer (it sits above the host); whoever builds the host passes
+it: ``streamer run`` passes ``streamer.observability.metrics.start_observer``."""
 
 # -- pure building blocks (also used by `streamer check`) ---------------------------------
 
@@ -108,10 +113,15 @@ def build_registry(config: Config) -> GatewayRegistry:
 # -- the running host ---------------------------------------------------------------------
 
 
+def guard_policy(settings: StreamSettings) -> GuardPolicy:
+    return GuardPolicy(settings.guard_max_delete_fraction, settings.guard_confirmations)
+
+
 @dataclass
 class _Running:
     loaded: LoadedPlugin
     table: Mapping[str, Any]
+    settings: StreamSettings
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
 
@@ -135,6 +145,8 @@ class Host:
         self._running: dict[str, _Running] = {}  # plugin name -> its listeners' tasks
         self._stopped: dict[str, BaseException] = {}  # stream -> the listener's chosen error
         self._owners: dict[str, str] = {}  # stream -> plugin name
+        self._staleness: dict[str, float] = {}  # stream -> its max_staleness, when set
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._shutdown = False
         self._reload_requested = False
@@ -150,6 +162,7 @@ class Host:
 
     async def run(self) -> int:
         """Run until shutdown. Raises LoadFailed (nothing started) on load-time problems."""
+        self._loop = asyncio.get_running_loop()
         try:
             loaded, hooks = await self._plugin_call(
                 functools.partial(check, self.config, self._distributions), self.plugin_timeout
@@ -177,7 +190,7 @@ class Host:
                         "streamer.observability.metrics.start_observer)"
                     ]
                 )
-            metrics = self._observability(self.config, self._owners)
+            metrics = self._observability(self.config, self._owners, self._staleness, self.release)
             self.pm.register(metrics, "streamer-metrics-observer")
         for plugin, obs in hooks:
             self.pm.register(obs, plugin.display)
@@ -188,11 +201,13 @@ class Host:
             observer=self._hooks,
             gateway_id=self.config.require_cloud().gateway_id,
             max_streams_per_channel=self.config.require_cloud().max_streams_per_connection,
+            guard=guard_policy(self.config.stream_settings("")),
         )
         self._install_signals()
         try:
             for lp in loaded:
-                self._start(lp, self.config.plugin_table(lp.plugin.name))
+                name = lp.plugin.name
+                self._start(lp, self.config.plugin_table(name), self.config.stream_settings(name))
             self._announce()
             return await self._supervise()
         finally:
@@ -250,6 +265,44 @@ class Host:
         self._reload_requested = True
         self._wake.set()
 
+    def release(self, stream: str, timeout: float = 5.0) -> dict[str, Any]:
+        """``streamer release STREAM`` (from the endpoint's thread): apply the stream's held
+        snapshot now. ``{"stream", "released", "known", "detail"}``."""
+        loop, client = self._loop, self.client
+        if loop is None or client is None or loop.is_closed():
+            return {"stream": stream, "released": False, "known": False, "detail": "starting"}
+        fut: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+
+        def on_loop() -> None:
+            try:
+                result = client.release(stream)
+            except BaseException as exc:  # never leave the endpoint's thread waiting
+                fut.set_exception(exc)
+                return
+            if result is None:
+                running = ", ".join(sorted(self.streams())) or "none"
+                doc = {
+                    "stream": stream,
+                    "released": False,
+                    "known": False,
+                    "detail": f"no stream {stream!r} is running (running: {running})",
+                }
+            else:
+                doc = {
+                    "stream": stream,
+                    "released": result.released,
+                    "known": True,
+                    "detail": result.detail,
+                }
+            fut.set_result(doc)
+
+        loop.call_soon_threadsafe(on_loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            detail = f"the host's event loop did not answer within {timeout:g} s"
+            return {"stream": stream, "released": False, "known": False, "detail": detail}
+
     def streams(self) -> dict[str, str]:
         """Running stream name -> plugin name."""
         return {s: name for name, r in self._running.items() for s in r.tasks}
@@ -287,14 +340,24 @@ class Host:
 
     # -- starting and stopping plugins ----------------------------------------------------
 
-    def _start(self, lp: LoadedPlugin, table: Mapping[str, Any]) -> None:
+    def _start(
+        self, lp: LoadedPlugin, table: Mapping[str, Any], settings: StreamSettings | None = None
+    ) -> None:
         assert self.client is not None
-        running = _Running(lp, table)
+        settings = settings or self.config.stream_settings(lp.plugin.name)
+        running = _Running(lp, table, settings)
         self._running[lp.plugin.name] = running
+        guard = guard_policy(settings)
         for listener in lp.listeners:
             self._owners[listener.name] = lp.plugin.name
+            if settings.max_staleness is not None:
+                self._staleness[listener.name] = settings.max_staleness
+            else:
+                self._staleness.pop(listener.name, None)
             self._stopped.pop(listener.name, None)
-            task = asyncio.create_task(self.client.stream(listener), name=f"stream:{listener.name}")
+            task = asyncio.create_task(
+                self.client.stream(listener, guard=guard), name=f"stream:{listener.name}"
+            )
             running.tasks[listener.name] = task
             task.add_done_callback(functools.partial(self._ended, running, listener.name))
         log.info(
@@ -351,6 +414,7 @@ class Host:
             self._stopped.pop(listener.name, None)
             if self._owners.get(listener.name) == name:
                 del self._owners[listener.name]
+                self._staleness.pop(listener.name, None)
         log.info("plugin %s stopped", display)
 
     async def _close_listeners(
@@ -452,7 +516,11 @@ class Host:
         keep, start = [], []
         for name in new.plugins:
             running = self._running.get(name)
-            if running is not None and dict(running.table) == new.plugin_table(name):
+            if (
+                running is not None
+                and dict(running.table) == new.plugin_table(name)
+                and running.settings == new.stream_settings(name)
+            ):
                 keep.append(name)
             else:
                 start.append(name)
@@ -495,7 +563,8 @@ class Host:
         self.config = self._effective(new)
         await asyncio.gather(*(self._stop_plugin(name) for name in stop))
         for lp in result.loaded:
-            self._start(lp, new.plugin_table(lp.plugin.name))
+            name = lp.plugin.name
+            self._start(lp, new.plugin_table(name), new.stream_settings(name))
         log.info(
             "reload applied: started %s; stopped %s; unchanged %s",
             ", ".join(start) or "none",

@@ -32,6 +32,7 @@ from streamer.base.logs import escape
 from streamer.client.events import Decision, StreamState
 
 if TYPE_CHECKING:
+    from streamer.client.guard import Hold
     from streamer.wire.streamer_pb2 import DataUpdateBatch
 
 __all__ = [
@@ -86,6 +87,21 @@ class ObserverSpecs:
     @hookspec
     def streamer_reconnect_scheduled(self, stream: str, delay: float, reason: str) -> None:
         """A new call will be opened after ``delay`` s; reason "interval" or "backoff"."""
+
+    @hookspec
+    def streamer_batch_held(self, stream: str, hold: Hold) -> None:
+        """The mass-change guard held a batch: the listener did not see it. ``hold`` says what
+        it would delete (``hold.describe()``), since when and how often the cloud has served
+        it (``hold.seen``); called again each time it is served again."""
+
+    @hookspec
+    def streamer_hold_ended(self, stream: str, how: str) -> None:
+        """A hold ended: "confirmed" (the cloud insisted; applied), "released" (by an
+        operator; applied now), or "superseded" (a later batch passed the guard)."""
+
+    @hookspec
+    def streamer_in_sync(self, stream: str) -> None:
+        """A call ended with nothing left to apply: the stream holds what the cloud serves."""
 
     @hookspec
     def streamer_host_started(self, streams: list[str]) -> None:
@@ -180,6 +196,15 @@ class PluggyObserver:
     def reconnect_scheduled(self, stream: str, delay: float, reason: str) -> None:
         self.call("streamer_reconnect_scheduled", stream=stream, delay=delay, reason=reason)
 
+    def batch_held(self, stream: str, hold: Hold) -> None:
+        self.call("streamer_batch_held", stream=stream, hold=hold)
+
+    def hold_ended(self, stream: str, how: str) -> None:
+        self.call("streamer_hold_ended", stream=stream, how=how)
+
+    def in_sync(self, stream: str) -> None:
+        self.call("streamer_in_sync", stream=stream)
+
 
 CALL_FAILED = "call failed"
 REPORT_ERROR_RAISED = "report_error raised"
@@ -232,6 +257,7 @@ class LoggingObserver:
         self.owners = owners if owners is not None else {}  # stream -> plugin name
         self._healthy: set[str] = set()
         self._repeats: dict[str, _Repeats] = {}
+        self._holding: dict[str, str] = {}  # stream -> digest of what it holds ("" incremental)
         self._window = repeat_window
         self._clock = clock
 
@@ -333,7 +359,45 @@ class LoggingObserver:
         logger.log(level, "stream %s: next call in %.1f s (%s)", escape(stream), delay, reason)
 
     @hookimpl
+    def streamer_batch_held(self, stream: str, hold: Hold) -> None:
+        """One WARNING per hold (the stream going from applying to holding); a different
+        snapshot replacing the held one is INFO, the same one served again DEBUG."""
+        logger = self._log(stream)
+        before = self._holding.get(stream)
+        self._holding[stream] = hold.digest
+        if before is None:
+            until = (
+                f"the cloud serves the same snapshot {hold.remaining} more time(s)"
+                if hold.resync
+                else "a snapshot passes the guard"
+            )
+            logger.warning(
+                "stream %s: %s; the listener keeps its data until %s or an operator runs "
+                "`streamer release %s`",
+                escape(stream),
+                hold.describe(),
+                until,
+                escape(stream),
+            )
+        elif before != hold.digest or hold.seen == 1:
+            logger.info("stream %s: now %s", escape(stream), hold.describe())
+        else:
+            logger.debug("stream %s: held snapshot served again (%d)", escape(stream), hold.seen)
+
+    @hookimpl
+    def streamer_hold_ended(self, stream: str, how: str) -> None:
+        if self._holding.pop(stream, None) is None:
+            return
+        text = {
+            "confirmed": "the cloud served the held snapshot again: applied",
+            "released": "held batch released by an operator",
+            "superseded": "a later batch passed the guard; the held one is dropped",
+        }.get(how, how)
+        self._log(stream).info("stream %s: %s", escape(stream), text)
+
+    @hookimpl
     def streamer_stream_stopped(self, stream: str, error: BaseException | None) -> None:
+        self._holding.pop(stream, None)
         self._healthy.discard(stream)
         self._flush(stream, "the stream stopped")
         if error is None:

@@ -10,7 +10,12 @@ thread, so a slow scrape never touches the event loop. It serves:
 - ``/readyz``: 200 once every enabled stream has had a call accepted since it started and none
   is failing (its listener's latest failure not yet followed by an accepted batch), else 503
   with a JSON body naming the streams that are not ready;
-- ``/status``: JSON, one object per stream (what ``streamer status`` prints).
+- ``/status``: JSON, one object per stream (what ``streamer status`` prints);
+- ``POST /release/STREAM``: ``streamer release``; applies the batch the mass-change guard holds
+  on STREAM now. 200 released, 409 nothing held, 404 no such stream, 403 refused. Refused
+  unless the endpoint listens on loopback (or ``remote_release`` is set), and refused for a
+  request with an ``Origin`` header (a browser page cannot release anything); the body must be
+  empty or at most ``MAX_POST_BODY`` bytes, sent with a ``Content-Length``.
 
 Every connection is bounded (see docs/observability.md, "Limits"):
 
@@ -35,26 +40,40 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
+import ipaddress
 import json
 import logging
 import socket
 import sys
 import threading
 import time
+import urllib.parse
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
+
+from streamer.base.logs import escape
 
 __all__ = [
     "MAX_CONNECTIONS",
     "MAX_HEADER_BYTES",
+    "MAX_POST_BODY",
     "REQUEST_TIMEOUT",
     "ObservabilityServer",
+    "Releaser",
     "StatusSource",
 ]
 
 log = logging.getLogger("streamer.observability.http")
 
-ENDPOINTS = ("/metrics", "/healthz", "/readyz", "/status")
+ENDPOINTS = ("/metrics", "/healthz", "/readyz", "/status", "POST /release/STREAM")
+RELEASE = "/release/"
+MAX_POST_BODY = 64
+MAX_STREAM_NAME = 1024
+
+Releaser = Callable[[str], "dict[str, Any]"]
+"""``streamer release``: the stream's name -> ``{"released": bool, "known": bool, "detail":
+str, ...}`` (``known`` False: no such stream). Called on the endpoint's thread."""
 
 
 class StatusSource(Protocol):
@@ -77,6 +96,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # accepted promptly, then capped by max_connections
     source: StatusSource
+    releaser: Releaser | None = None
+    release_allowed: bool = False
     request_timeout: float = REQUEST_TIMEOUT
     max_connections: int = MAX_CONNECTIONS
     max_header_bytes: int = MAX_HEADER_BYTES
@@ -224,7 +245,10 @@ class _Handler(BaseHTTPRequestHandler):
             elif path == "/readyz":
                 doc = self.server.source.status()
                 ready = bool(doc.get("ready"))
-                self._json(200 if ready else 503, {"ready": ready, "not_ready": doc["not_ready"]})
+                answer = {"ready": ready, "not_ready": doc["not_ready"]}
+                if "reasons" in doc:
+                    answer["reasons"] = doc["reasons"]
+                self._json(200 if ready else 503, answer)
             elif path == "/status":
                 self._json(200, self.server.source.status())
             else:
@@ -237,6 +261,58 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self.do_GET()
+
+    def do_POST(self) -> None:
+        """``POST /release/STREAM``, bounded: no browser, a tiny body, loopback by default."""
+        path = self.path.split("?", 1)[0]
+        if not path.startswith(RELEASE) or self.server.releaser is None:
+            self.close_connection = True
+            self._json(404, {"error": f"no such endpoint {path!r}", "endpoints": ENDPOINTS})
+            return
+        if "Transfer-Encoding" in self.headers:
+            self.close_connection = True
+            self._json(411, {"error": "send the body with a Content-Length (an empty body)"})
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_POST_BODY:
+            self.close_connection = True
+            self._json(413, {"error": f"the body must be empty (at most {MAX_POST_BODY} bytes)"})
+            return
+        if length:
+            self.rfile.read(length)  # bounded by the check above and the connection's timeout
+        if self.headers.get("Origin") is not None:
+            self._json(403, {"error": "refused: requests from a web page (Origin header)"})
+            return
+        if not self.server.release_allowed:
+            self._json(
+                403,
+                {
+                    "error": "refused: this endpoint listens off loopback; set [metrics] "
+                    "remote_release = true to allow releases from the network"
+                },
+            )
+            return
+        stream = urllib.parse.unquote(path[len(RELEASE) :], errors="strict")
+        if not stream or len(stream) > MAX_STREAM_NAME:
+            self._json(400, {"error": "expected POST /release/STREAM with a stream name"})
+            return
+        try:
+            doc = self.server.releaser(stream)
+        except Exception:
+            log.exception("observability endpoint: release of a stream failed")
+            self._json(500, {"error": "internal error; see the host's log"})
+            return
+        log.info(
+            "POST /release from %s: stream %s: %s",
+            self.address_string(),
+            escape(stream),
+            escape(str(doc.get("detail", ""))),
+        )
+        code = 200 if doc.get("released") else 409 if doc.get("known") else 404
+        self._json(code, doc)
 
     def _json(self, code: int, doc: object) -> None:
         body = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
@@ -275,6 +351,8 @@ class ObservabilityServer:
         request_timeout: float = REQUEST_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
         max_header_bytes: int = MAX_HEADER_BYTES,
+        releaser: Releaser | None = None,
+        remote_release: bool = False,
     ) -> None:
         if request_timeout <= 0:
             raise ValueError(f"request_timeout must be > 0, got {request_timeout}")
@@ -285,6 +363,10 @@ class ObservabilityServer:
         cls = _Server6 if ":" in host else _Server
         self._httpd = cls((host, port), _Handler)
         self._httpd.source = source
+        self._httpd.releaser = releaser
+        self._httpd.release_allowed = releaser is not None and (
+            remote_release or _is_loopback(self._httpd.server_address[0])
+        )
         self._httpd.request_timeout = request_timeout
         self._httpd.max_connections = max_connections
         self._httpd.max_header_bytes = max_header_bytes
@@ -293,6 +375,12 @@ class ObservabilityServer:
     @property
     def request_timeout(self) -> float:
         return self._httpd.request_timeout
+
+    @property
+    def release_allowed(self) -> bool:
+        """Whether ``POST /release`` is served: a releaser is set and the endpoint listens on
+        loopback, or ``remote_release`` was asked for."""
+        return self._httpd.release_allowed
 
     @property
     def connections(self) -> int:
@@ -322,3 +410,11 @@ class ObservabilityServer:
             self._httpd.shutdown()
             thread.join(5)
         self._httpd.server_close()
+
+
+def _is_loopback(host: object) -> bool:
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False

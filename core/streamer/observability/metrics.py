@@ -15,6 +15,7 @@ guarded by one lock and every hook does O(1) work under it.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import threading
@@ -35,7 +36,9 @@ from streamer.host.observers import hookimpl
 from streamer.observability.http import ObservabilityServer
 
 if TYPE_CHECKING:
+    from streamer.client.guard import Hold
     from streamer.host.config import Config
+    from streamer.observability.http import Releaser
     from streamer.wire.streamer_pb2 import DataUpdateBatch
 
 __all__ = [
@@ -149,13 +152,22 @@ class _Stream:
     removed: bool = False  # ended from outside (reload or shutdown), not by its listener
     failing: str | None = None  # the listener failure not yet followed by an accepted batch
     failures: int = 0  # listener failures in a row (reset by an accepted batch)
+    hold: Hold | None = None  # the batch the guard holds now
+    held_at: float | None = None
+    synced_at: float | None = None  # last applied batch or confirmed sync (None: not since start)
 
 
 class MetricsObserver:
     """Hook implementation that keeps Prometheus metrics and the ``/status`` document.
 
     ``owners`` maps stream -> plugin name (the host's own dict; read when a stream starts).
-    ``clock`` is monotonic seconds (injectable for tests).
+    ``staleness`` maps stream -> its ``max_staleness`` in seconds (the host's dict; absent:
+    never stale). ``clock`` is monotonic seconds, ``wall`` the time of day for "stale since"
+    (both injectable for tests).
+
+    A stream is *in sync* while a call is open and nothing is held, and at each applied batch
+    or call that ended with nothing to apply; it is *stale* when that was longer than its
+    ``max_staleness`` ago (since it started, if never).
     """
 
     def __init__(
@@ -164,8 +176,12 @@ class MetricsObserver:
         *,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        staleness: Mapping[str, float] | None = None,
     ) -> None:
         self.owners: Mapping[str, str] = owners if owners is not None else {}
+        self.staleness: Mapping[str, float] = staleness if staleness is not None else {}
+        self._wall = wall
         self.registry = registry if registry is not None else CollectorRegistry()
         self.server: ObservabilityServer | None = None
         self._clock = clock
@@ -195,6 +211,13 @@ class MetricsObserver:
             (*LABELS, "reason"),
             registry=r,
         )
+        self.holds = Counter(
+            "streamer_holds",
+            "Batches held by the mass-change guard (each hold once, not each time the cloud "
+            "serves the held snapshot again).",
+            LABELS,
+            registry=r,
+        )
         self.update_duration = Histogram(
             "streamer_update_duration_seconds",
             "Time the listener's update() took.",
@@ -219,11 +242,14 @@ class MetricsObserver:
                 old.backoff, old.update_raised = 0.0, False
                 old.ended = old.removed = False
                 old.failing, old.failures = None, 0
+                old.hold = old.held_at = old.synced_at = None
 
     @hookimpl
     def streamer_state_changed(self, stream: str, state: StreamState) -> None:
         with self._lock:
             s = self._get(stream)
+            if s.state is StreamState.STREAMING and s.hold is None:
+                s.synced_at = self._clock()  # in sync while the call was open
             s.state = state
             if state is StreamState.STREAMING:
                 s.synced = True
@@ -251,6 +277,7 @@ class MetricsObserver:
             s = self._get(stream)
             s.update_raised = verdict is None
             if verdict:
+                s.synced_at = self._clock()
                 s.backoff = 0.0
                 s.failing, s.failures = None, 0
             plugin = s.plugin
@@ -282,6 +309,29 @@ class MetricsObserver:
                 s.backoff = delay
             plugin = s.plugin
         self.reconnects.labels(stream, plugin, reason).inc()
+
+    @hookimpl
+    def streamer_batch_held(self, stream: str, hold: Hold) -> None:
+        with self._lock:
+            s = self._get(stream)
+            new = s.hold is None
+            if new or hold.seen == 1:
+                s.held_at = self._clock()
+            s.hold = hold
+            plugin = s.plugin
+        if new:
+            self.holds.labels(stream, plugin).inc()
+
+    @hookimpl
+    def streamer_hold_ended(self, stream: str, how: str) -> None:
+        with self._lock:
+            s = self._get(stream)
+            s.hold = s.held_at = None
+
+    @hookimpl
+    def streamer_in_sync(self, stream: str) -> None:
+        with self._lock:
+            self._get(stream).synced_at = self._clock()
 
     @hookimpl
     def streamer_stream_stopped(self, stream: str, error: BaseException | None) -> None:
@@ -333,26 +383,69 @@ class MetricsObserver:
         received one is not required), stopped, or failing: the listener's latest failure
         (update raised or declined, get_extra_args failed) has not been followed by an
         accepted batch (for get_extra_args: by a call the server accepted). A crash-looping
-        stream is therefore never ready, whatever its server does."""
+        stream is therefore never ready, whatever its server does. A stream whose batch the
+        guard holds, or that is stale (``max_staleness``), is not ready either."""
+        return sorted(self.reasons())
+
+    def reasons(self) -> dict[str, str]:
+        """:meth:`not_ready`'s streams, each with why (what ``/readyz`` answers)."""
+        now, wall = self._clock(), self._wall()
         with self._lock:
             if self._stopping:
-                return ["(host is stopping)"]
+                return {"(host is stopping)": "the host is shutting down"}
             if self._announced is not None:
                 expected: Iterable[str] = self._announced
             else:
                 expected = [n for n, s in self._streams.items() if not s.removed]
-            out = []
+            out: dict[str, str] = {}
             for name in expected:
-                s = self._streams.get(name)
-                if s is None or not s.synced or s.ended or s.failing is not None:
-                    out.append(name)
+                why = self._why_not_ready(name, self._streams.get(name), now, wall)
+                if why:
+                    out[name] = why
             if not out and not expected:
-                out.append("(no streams running)")
-            return sorted(out)
+                out["(no streams running)"] = "no streams running"
+            return out
+
+    def _why_not_ready(self, name: str, s: _Stream | None, now: float, wall: float) -> str:
+        """'' when ready (lock held)."""
+        if s is None:
+            return "not started"
+        if s.ended:
+            return "stopped"
+        if s.failing is not None:
+            return f"failing: {s.failing}"
+        if not s.synced:
+            return "no call accepted yet"
+        if s.hold is not None:
+            return s.hold.describe()
+        stale = self._stale_since(name, s, now, wall)
+        if stale is not None:
+            return f"stale since {stale} (max_staleness {self.staleness[name]:g} s)"
+        return ""
+
+    def in_sync_age(self, s: _Stream, now: float) -> float:
+        if s.state is StreamState.STREAMING and s.hold is None:
+            return 0.0
+        since = s.synced_at if s.synced_at is not None else s.started_at
+        return max(now - since, 0.0)
+
+    def _stale_since(self, name: str, s: _Stream, now: float, wall: float) -> str | None:
+        """When the stream was last in sync (ISO 8601, UTC), if that is longer ago than its
+        max_staleness; else None."""
+        limit = self.staleness.get(name)
+        if limit is None or s.ended:
+            return None
+        age = self.in_sync_age(s, now)
+        if age <= limit:
+            return None
+        return _iso(wall - age)
 
     def status(self) -> dict[str, Any]:
         streams = []
+        wall = self._wall()
         for name, s, now in self.rows():
+            hold = s.hold
+            stale = self._stale_since(name, s, now, wall)
             streams.append(
                 {
                     "stream": name,
@@ -371,10 +464,35 @@ class MetricsObserver:
                     "backoff": _round(s.backoff),
                     "failing": s.failing,
                     "failures_in_a_row": s.failures,
+                    "held": None
+                    if hold is None
+                    else {
+                        "text": hold.describe(),
+                        "snapshot": hold.resync,
+                        "would_delete": hold.would_delete,
+                        "held_keys": hold.held_keys,
+                        "served": hold.seen,
+                        "remaining": hold.remaining,
+                        "age_s": _round(now - s.held_at) if s.held_at is not None else None,
+                    },
+                    "in_sync_age_s": _round(self.in_sync_age(s, now)),
+                    "max_staleness": self.staleness.get(name),
+                    "stale_since": stale,
                 }
             )
-        not_ready = self.not_ready()
-        return {"ready": not not_ready, "not_ready": not_ready, "streams": streams}
+        reasons = self.reasons()
+        not_ready = sorted(reasons)
+        return {
+            "ready": not not_ready,
+            "not_ready": not_ready,
+            "reasons": reasons,
+            "streams": streams,
+        }
+
+
+def _iso(when: float) -> str:
+    moment = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _copy(s: _Stream) -> _Stream:
@@ -408,6 +526,17 @@ class _StreamCollector(Collector):
             "Last backoff delay scheduled after an error; 0 once update() accepts data.",
             labels=LABELS,
         )
+        held = GaugeMetricFamily(
+            "streamer_held_would_delete_keys",
+            "Keys the batch the mass-change guard holds would delete; 0 when nothing is held.",
+            labels=LABELS,
+        )
+        in_sync = GaugeMetricFamily(
+            "streamer_seconds_since_in_sync",
+            "Seconds since the stream last applied a batch or confirmed it is in sync (0 while "
+            "a call is open and nothing is held).",
+            labels=LABELS,
+        )
         ready = GaugeMetricFamily(
             "streamer_ready",
             "1 when every enabled stream has had a call accepted since it started and none is "
@@ -419,14 +548,23 @@ class _StreamCollector(Collector):
             since = s.last_batch_at if s.last_batch_at is not None else s.started_at
             age.add_metric((name, s.plugin), max(now - since, 0.0))
             backoff.add_metric((name, s.plugin), s.backoff)
+            would = s.hold.would_delete if s.hold is not None else 0
+            held.add_metric((name, s.plugin), float(would))
+            in_sync.add_metric((name, s.plugin), self._observer.in_sync_age(s, now))
         ready.add_metric((), 0.0 if self._observer.not_ready() else 1.0)
-        yield from (state, age, backoff, ready)
+        yield from (state, age, backoff, held, in_sync, ready)
 
 
 def start_observability(
-    config: Config, owners: Mapping[str, str]
+    config: Config,
+    owners: Mapping[str, str],
+    *,
+    staleness: Mapping[str, float] | None = None,
+    releaser: Releaser | None = None,
 ) -> tuple[MetricsObserver, ObservabilityServer]:
-    """Create the metrics observer and start the HTTP endpoint on ``[metrics] address``.
+    """Create the metrics observer and start the HTTP endpoint on ``[metrics] address``;
+    ``releaser`` answers ``POST /release/STREAM`` (refused off loopback unless
+    ``[metrics] remote_release = true``).
 
     The observer stops the server in ``streamer_host_stopping``. Raises ``LoadFailed`` when the
     address cannot be bound (in use, not a local address).
@@ -438,9 +576,11 @@ def start_observability(
     parsed = split_address(address) if address else None
     if parsed is None:
         raise LoadFailed([f"{config.path}: metrics.address: expected host:port, got {address!r}"])
-    observer = MetricsObserver(owners)
+    observer = MetricsObserver(owners, staleness=staleness)
     try:
-        server = ObservabilityServer(observer, *parsed)
+        server = ObservabilityServer(
+            observer, *parsed, releaser=releaser, remote_release=config.metrics.remote_release
+        )
     except OSError as exc:
         raise LoadFailed(
             [f"{config.path}: metrics.address: cannot listen on {address}: {exc.strerror or exc}"]
@@ -448,10 +588,20 @@ def start_observability(
     server.start()
     observer.server = server
     log.info("metrics and health on http://%s (/metrics /healthz /readyz /status)", server.address)
+    if releaser is not None and not server.release_allowed:
+        log.info(
+            "POST /release refused: the endpoint listens off loopback (set [metrics] "
+            "remote_release = true to allow it)"
+        )
     return observer, server
 
 
-def start_observer(config: Config, owners: Mapping[str, str]) -> MetricsObserver:
+def start_observer(
+    config: Config,
+    owners: Mapping[str, str],
+    staleness: Mapping[str, float] | None = None,
+    releaser: Releaser | None = None,
+) -> MetricsObserver:
     """:data:`streamer.host.host.ObservabilityStarter`: start the endpoint, return the observer."""
-    observer, _ = start_observability(config, owners)
+    observer, _ = start_observability(config, owners, staleness=staleness, releaser=releaser)
     return observer

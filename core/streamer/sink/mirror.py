@@ -228,6 +228,10 @@ class MirrorStore(Protocol):
         """Release the store; called at most once."""
         ...
 
+    # Optional: ``key_count() -> int``, how many keys the store holds. The listener's
+    # ``held_keys()`` returns it, so the core's mass-change guard also judges the first
+    # snapshot after a restart (docs/reliability.md).
+
 
 S = TypeVar("S", bound=MirrorStore)
 
@@ -281,6 +285,14 @@ class MirrorListener(Generic[S]):
             result = self.store.apply(batch.resync, changes)
         self.applied(batch.resync, changes, result)
         return True
+
+    def held_keys(self) -> int | None:
+        """How many keys the store holds, if it can count them (``key_count()``): the core's
+        mass-change guard judges the first snapshot after a restart against it. None: the
+        guard judges from the first applied batch on."""
+        with self._lock, self._reopening():
+            count = getattr(self.store, "key_count", None)
+            return int(count()) if callable(count) else None
 
     @contextlib.contextmanager
     def _reopening(self) -> Iterator[None]:

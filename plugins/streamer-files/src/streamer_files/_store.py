@@ -182,6 +182,11 @@ class FileStore:
         self._ready()
         return set(self._index)
 
+    def key_count(self) -> int:
+        """How many keys the sink holds."""
+        self._ready()
+        return len(self._index)
+
     def apply(self, resync: bool, changes: Mapping[str, bytes]) -> bool:
         """Apply one batch atomically; return whether anything changed on disk.
 

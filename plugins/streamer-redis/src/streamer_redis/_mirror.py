@@ -113,6 +113,10 @@ class RedisMirror:
         self._claimed = held
         return held
 
+    def key_count(self) -> int:
+        """How many keys the live hash holds."""
+        return int(self.client.hlen(self.key))
+
     def read(self) -> dict[str, bytes]:
         """The live hash as ``{key: value}``."""
         raw = self.client.hgetall(self.key)

@@ -181,6 +181,11 @@ class SqliteMirror:
         self._refresh()
         return self._digester.hexdigest()
 
+    def key_count(self) -> int:
+        """How many rows the table holds (read again first if another connection wrote)."""
+        self._refresh()
+        return len(self._values)
+
     def read(self) -> dict[str, bytes]:
         """The table's rows, read from SQLite (not from the cache)."""
         rows = self.connection.execute(f"SELECT key, value FROM {self._t}")
