@@ -15,6 +15,7 @@ import grpc.aio
 from streamer.base.errors import StreamerError
 from streamer.client._workers import WorkerPool
 from streamer.client.backoff import Backoff
+from streamer.client.defaults import MAX_STREAMS_PER_CHANNEL, STREAMING_INTERVAL
 from streamer.client.events import NullObserver, StreamObserver
 from streamer.client.gate import ReleaseResult
 from streamer.client.guard import GuardPolicy
@@ -24,11 +25,7 @@ from streamer.client.stream import Sleep, StreamRunner, on_loop
 
 __all__ = ["STREAMING_INTERVAL", "Client", "DuplicateStreamError", "new_streamer_client"]
 
-STREAMING_INTERVAL = 20.0
-"""Seconds between calls when the server ends a call (Magma's poll cadence)."""
-
-DEFAULT_MAX_STREAMS_PER_CHANNEL = 100
-"""Front ends (nginx, Google's) allow ~100-128 concurrent streams per HTTP/2 connection."""
+DEFAULT_MAX_STREAMS_PER_CHANNEL = MAX_STREAMS_PER_CHANNEL
 
 
 class DuplicateStreamError(StreamerError):
