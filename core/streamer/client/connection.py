@@ -267,8 +267,10 @@ def resolve_target(
       roots unless ``root_ca`` is set); ``True``/``False`` is the caller's explicit choice.
     - ``client_cert`` and ``client_key`` are given together.
     - ``insecure`` contradicts TLS files, and an explicit ``tls=True``.
-    - Plaintext leaves this machine only with ``insecure``.
-    - ``authority``, when given, is not blank.
+    - Plaintext leaves this machine only with ``insecure`` (an address list: unless every
+      address is loopback).
+    - ``authority``, when given, is not blank; TLS to an address list (``ipv4:A,B``, from
+      ``[cloud] targets``) needs it: one connection checks one name for every address.
     """
     problems: list[ConnectionProblem] = []
     if not isinstance(target, str) or not target.strip():
@@ -302,6 +304,15 @@ def resolve_target(
         problems.append(
             ConnectionProblem("authority", f"expected a non-empty string, got {authority!r}")
         )
+    elif authority is None and tls and len(_addresses(target)) > 1:
+        # Without authority gRPC would check the joined list, which no certificate carries.
+        problems.append(
+            ConnectionProblem(
+                "authority",
+                "expected the name every replica's certificate carries (TLS to several targets "
+                "checks each one against that name), got nothing",
+            )
+        )
     if problems:
         return tuple(problems)
     return ResolvedConnection(
@@ -312,6 +323,13 @@ def resolve_target(
         client_cert if tls else None,
         client_key if tls else None,
     )
+
+
+def _addresses(target: str) -> tuple[str, ...]:
+    """Each address of an address-list target (``ipv4:A,B``), else the target itself."""
+    if target.startswith(("ipv4:", "ipv6:")):
+        return tuple(target[len("ipv4:") :].split(","))
+    return (target,)
 
 
 def load_tls_files(
@@ -400,9 +418,7 @@ class ResolvedConnection:
     def addresses(self) -> tuple[str, ...]:
         """The server addresses dialled: each of an address list (``ipv4:A,B``, from
         ``[cloud] targets``), else the one target."""
-        if self.target.startswith(("ipv4:", "ipv6:")):
-            return tuple(self.target[len("ipv4:") :].split(","))
-        return (self.target,)
+        return _addresses(self.target)
 
     def checked_name(self) -> str:
         """The host name the server's certificate must match (authority, else target host)."""

@@ -11,6 +11,8 @@ __all__ = [
     "BACKOFF_INITIAL",
     "BACKOFF_JITTER",
     "BACKOFF_MULTIPLIER",
+    "GUARD_CONFIRMATIONS",
+    "GUARD_MAX_DELETE_FRACTION",
     "KEEPALIVE_TIME",
     "KEEPALIVE_TIMEOUT",
     "MAX_RECEIVE_MESSAGE_MB",
@@ -43,3 +45,9 @@ MAX_STREAMS_PER_CHANNEL = 100
 
 SHUTDOWN_TIMEOUT = 10.0
 """Seconds a stopping host waits for running ``update`` calls before it gives up on them."""
+
+GUARD_MAX_DELETE_FRACTION = 0.5
+"""The mass-change guard holds a batch that would delete more than this fraction of a stream."""
+
+GUARD_CONFIRMATIONS = 2
+"""Further calls that must serve the same held snapshot before it is applied."""

@@ -31,9 +31,8 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
-
 from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import msgspec
 from msgspec import Meta
@@ -48,6 +47,7 @@ __all__ = [
     "Doc",
     "FieldDoc",
     "FieldProblem",
+    "FrozenSchema",
     "Names",
     "PluginConfig",
     "Rule",
@@ -61,7 +61,7 @@ __all__ = [
     "validate",
 ]
 
-C = TypeVar("C", bound="ConfigSchema")
+C = TypeVar("C", bound="ConfigSchema | FrozenSchema")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -75,10 +75,11 @@ def Doc(description: str, **constraints: Any) -> Meta:
 @dataclass(frozen=True, slots=True)
 class Rule:
     """A check of one field's converted value beyond its type and bounds, put in the field's
-    ``Annotated[...]``: ``test(value)`` returns what was expected (``"host:port with a port
-    from 1 to 65535"``) when the value is wrong, else None."""
+    ``Annotated[...]``: ``ok(value)`` is false for a wrong value, and ``expected`` says what
+    was expected (``"host:port with a port from 1 to 65535"``), for a wrong type too."""
 
-    test: Callable[[Any], str | None]
+    expected: str
+    ok: Callable[[Any], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +114,23 @@ class PluginConfig(ConfigSchema, kw_only=True):
     """Base class of a plugin's config schema (keyword-only fields)."""
 
 
+class FrozenSchema(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """:class:`ConfigSchema`, immutable (the core sections of ``streamer.toml``). The engine
+    takes either: a struct with forbidden unknown fields and a ``check()`` method."""
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        """Problems as ``(key, message)`` pairs (``""`` = the table itself); none by default."""
+        return ()
+
+
+AnySchema = ConfigSchema | FrozenSchema
+
+
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 _NONBLANK = r"\S"
 _PATTERN_WORDS = {_PRINTABLE: "without control characters", _NONBLANK: "that is not blank"}
 # A list of unique names (plugins, observers), each non-blank and printable.
-Names = Annotated[
-    tuple[Annotated[str, Meta(min_length=1, pattern=_NONBLANK)], ...], UNIQUE
-]
+Names = Annotated[tuple[Annotated[str, Meta(min_length=1, pattern=_NONBLANK)], ...], UNIQUE]
 # A non-empty list of unique stream names, each printable and non-empty.
 StreamNames = Annotated[
     tuple[Annotated[str, Meta(min_length=1, pattern=_PRINTABLE)], ...],
@@ -182,7 +193,15 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _hints(schema: type[ConfigSchema]) -> dict[str, Any]:
+def _key_path(where: str, key: str) -> str:
+    """``where`` joined with a ``check()`` key: ``""`` (the table), ``name`` or ``name[i]``."""
+    if not key:
+        return where
+    name, bracket, rest = key.partition("[")
+    return _join(where, name) + bracket + rest
+
+
+def _hints(schema: type[Any]) -> dict[str, Any]:
     return typing.get_type_hints(schema, include_extras=True)
 
 
@@ -197,9 +216,7 @@ def validate(schema: type[C], table: Mapping[str, Any], *, where: str = "") -> C
     return config
 
 
-def _validate(
-    schema: type[C], table: object, where: str
-) -> tuple[list[FieldProblem], C | None]:
+def _validate(schema: type[C], table: object, where: str) -> tuple[list[FieldProblem], C | None]:
     if not isinstance(table, Mapping):
         return [FieldProblem(where, f"expected a table, got {_show(table)}")], None
     info = msgspec.inspect.type_info(schema)
@@ -228,7 +245,7 @@ def _validate(
     if problems:
         return problems, None
     config = schema(**{fields[k].name: v for k, v in values.items()})
-    own = [FieldProblem(_join(where, key) if key else where, msg) for key, msg in config.check()]
+    own = [FieldProblem(_key_path(where, key), msg) for key, msg in config.check()]
     return own, (None if own else config)
 
 
@@ -244,8 +261,10 @@ def _field(where: str, name: str, raw: object, hint: Any) -> tuple[list[FieldPro
     for extra in extras:
         if isinstance(extra, Before) and isinstance(raw, str):
             raw = extra.normalize(raw)
+    rule = next((e for e in extras if isinstance(e, Rule)), None)
+    finite = f"{rule.expected} (finite)" if rule is not None else "a finite number"
     infinite = [
-        FieldProblem(key + path, f"expected a finite number, got {_show(number)}")
+        FieldProblem(key + path, f"expected {finite}, got {_show(number)}")
         for path, number in _floats(raw)
         if not math.isfinite(number)
     ]
@@ -254,6 +273,8 @@ def _field(where: str, name: str, raw: object, hint: Any) -> tuple[list[FieldPro
     try:
         value = msgspec.convert(raw, hint, strict=True, dec_hook=_decode)
     except msgspec.ValidationError as exc:
+        if rule is not None and _TYPE_MISMATCH.match(str(exc)):
+            return [FieldProblem(key, f"expected {rule.expected}, got {_show(raw)}")], None
         return [_problem(where, name, raw, hint, str(exc))], None
     problems: list[FieldProblem] = []
     if UNIQUE in extras:
@@ -265,10 +286,8 @@ def _field(where: str, name: str, raw: object, hint: Any) -> tuple[list[FieldPro
                 )
             seen.add(item)
     for extra in extras:
-        if isinstance(extra, Rule):
-            expected = extra.test(value)
-            if expected is not None:
-                problems.append(FieldProblem(key, f"expected {expected}, got {_show(raw)}"))
+        if isinstance(extra, Rule) and not extra.ok(value):
+            problems.append(FieldProblem(key, f"expected {extra.expected}, got {_show(raw)}"))
     return problems, value
 
 
@@ -298,13 +317,13 @@ def _metadata(hint: Any) -> list[Any]:
     return out
 
 
-def _sub_schema(hint: Any) -> type[ConfigSchema] | None:
+def _sub_schema(hint: Any) -> type[AnySchema] | None:
     """The :class:`ConfigSchema` a field holds (``Cloud`` or ``Cloud | None``), else None."""
     hint = _strip(hint)
     options = get_args(hint) if get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     for option in options:
         option = _strip(option)
-        if isinstance(option, type) and issubclass(option, ConfigSchema):
+        if isinstance(option, type) and issubclass(option, (ConfigSchema, FrozenSchema)):
             return option
     return None
 
@@ -342,7 +361,9 @@ def _at(value: object, path: str) -> object:
 
 
 def _noun(name: str) -> str:
-    return " or ".join(_NOUNS.get(part.strip(), part.strip()) for part in name.split("|"))
+    # TOML has no null: "or nothing" would only confuse.
+    parts = [part.strip() for part in name.split("|") if part.strip() != "null"]
+    return " or ".join(_NOUNS.get(part, part) for part in parts)
 
 
 def _problem(where: str, key: str, value: object, hint: Any, message: str) -> FieldProblem:
@@ -531,7 +552,7 @@ def _placeholder(t: msgspec.inspect.Type) -> object:
     return "CHANGE-ME"
 
 
-def describe_schema(schema: type[ConfigSchema]) -> list[FieldDoc]:
+def describe_schema(schema: type[AnySchema]) -> list[FieldDoc]:
     """One record per key, in declaration order."""
     info = msgspec.inspect.type_info(schema)
     assert isinstance(info, msgspec.inspect.StructType)
