@@ -41,6 +41,7 @@ from streamer.base.errors import StreamerError
 from streamer.base.redact import MASK, is_secret_key, redact_text
 
 __all__ = [
+    "UNIQUE",
     "Before",
     "ConfigProblems",
     "ConfigSchema",
@@ -274,7 +275,7 @@ def _field(where: str, name: str, raw: object, hint: Any) -> tuple[list[FieldPro
         value = msgspec.convert(raw, hint, strict=True, dec_hook=_decode)
     except msgspec.ValidationError as exc:
         if rule is not None and _TYPE_MISMATCH.match(str(exc)):
-            return [FieldProblem(key, f"expected {rule.expected}, got {_show(raw)}")], None
+            return [FieldProblem(key, f"expected {rule.expected}, got {_shown(name, raw)}")], None
         return [_problem(where, name, raw, hint, str(exc))], None
     problems: list[FieldProblem] = []
     if UNIQUE in extras:
@@ -287,8 +288,15 @@ def _field(where: str, name: str, raw: object, hint: Any) -> tuple[list[FieldPro
             seen.add(item)
     for extra in extras:
         if isinstance(extra, Rule) and not extra.ok(value):
-            problems.append(FieldProblem(key, f"expected {extra.expected}, got {_show(raw)}"))
+            problems.append(
+                FieldProblem(key, f"expected {extra.expected}, got {_shown(name, raw)}")
+            )
     return problems, value
+
+
+def _shown(key: str, value: object) -> str:
+    """:func:`show_value`, masked for a secret-named key (streamer.base.redact)."""
+    return _show(MASK if is_secret_key(key) else value)
 
 
 def _decode(kind: type, raw: object) -> object:
@@ -376,7 +384,7 @@ def _problem(where: str, key: str, value: object, hint: Any, message: str) -> Fi
     if is_secret_key(key) or is_secret_key(sub_path):
         got = MASK  # a secret-named field's value is never echoed (streamer.base.redact)
     choices = _choices(hint)
-    if choices is not None and message.startswith("Invalid enum value"):
+    if choices is not None:
         expected = "one of " + ", ".join(repr(c) for c in choices)
         close = difflib.get_close_matches(str(got), [str(c) for c in choices], n=1)
         hint_text = f"; did you mean {close[0]!r}?" if close else ""
