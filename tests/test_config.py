@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import sys
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,10 +16,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamer.client.connection import is_loopback
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
 from streamer.host.config import (
     CloudConfig,
     Config,
     ConfigError,
+    ConfigFile,
+    LogConfig,
+    MetricsConfig,
     StreamingConfig,
     StreamSettings,
     config_from_text,
@@ -626,3 +635,123 @@ def test_safe_sync_errors_name_the_key(text: str, key: str, fragment: str) -> No
 def test_remote_release_is_off_by_default() -> None:
     assert cfg("").metrics.remote_release is False
     assert cfg("[metrics]\nremote_release = true").metrics.remote_release is True
+
+
+# --- every problem at once --------------------------------------------------------------------
+
+
+def test_every_problem_of_the_file_at_once() -> None:
+    e = error(
+        """
+        plugins = ["a", "a"]
+        [cloud]
+        target = "h:1"
+        client_cert = "c.pem"
+        keepalive_time_s = nan
+        [streaming]
+        interval = -1
+        backoff_jitter = 1
+        [plugin.b]
+        [metrics]
+        address = "nope"
+        [log]
+        format = "xml"
+        """
+    )
+    assert [(p.key, p.message.split(",")[0]) for p in e.problems] == [
+        ("cloud.keepalive_time_s", "expected a finite number"),
+        ("streaming.interval", "expected a number > 0.0"),
+        ("streaming.backoff_jitter", "expected a number < 1.0"),
+        ("plugins[1]", "expected each name once"),
+        ("metrics.address", "expected host:port with a port from 0 to 65535"),
+        ("log.format", "expected one of 'human'"),
+        ("plugin.b", "table [plugin.b] but 'b' is not enabled in plugins = ['a']"),
+    ]
+    assert str(e).startswith("streamer.toml: 7 problems:\n  1. cloud.keepalive_time_s: ")
+    assert (e.key, e.path) == ("cloud.keepalive_time_s", P)
+    # The [cloud] cross-key rules run once its keys are valid on their own.
+    e = error('[cloud]\ntarget = "h:1"\nclient_cert = "c.pem"\n[log]\nlevel = 1\n')
+    assert [p.key for p in e.problems] == ["cloud.client_key", "log.level"]
+
+
+def test_inf_and_nan_are_refused_everywhere() -> None:
+    for key in ("interval", "backoff_initial", "backoff_multiplier", "backoff_max"):
+        for value in ("inf", "-inf", "nan"):
+            e = error(f"[streaming]\n{key} = {value}\n")
+            assert e.message == f"expected a finite number, got {value.lstrip('+')} (float)"
+
+
+# --- observers, and their deprecated spelling -----------------------------------------------------
+
+
+def test_observers_key_and_tables() -> None:
+    config = cfg('observers = ["audit"]\n[observer.audit]\nlevel = 3\n')
+    assert config.observers == ("audit",) and config.deprecations == ()
+    assert config.observer_table("audit") == {"level": 3}
+    e = error('observers = ["audit"]\n[observer.audti]\n')
+    assert e.key == "observer.audti" and "not enabled in observers = ['audit']" in e.message
+
+
+def test_hooks_still_work_with_a_warning_naming_the_new_key() -> None:
+    config = cfg('hooks = ["audit"]\n[hook.audit]\nlevel = 3\n')
+    assert config.observers == ("audit",) and config.hooks == ("audit",)
+    assert config.observer_table("audit") == {"level": 3}
+    assert config.deprecations == (
+        "streamer.toml: hooks: deprecated key; write observers = ['audit'] instead",
+        "streamer.toml: hook: deprecated tables [hook.audit]; rename them [observer.NAME]",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('observers = ["a"]\nhooks = ["b"]\n', "hooks"),
+        ('observers = ["a"]\n[observer.a]\n[hook.a]\n', "hook"),
+    ],
+)
+def test_both_spellings_at_once_is_an_error(text: str, key: str) -> None:
+    e = error(text)
+    assert e.key == key and "got both" in e.message
+
+
+# --- docs/config.md is the reference of the structs ---------------------------------------------
+
+_DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+_SECTIONS = {
+    "Top level": ConfigFile,
+    "`[cloud]`": CloudConfig,
+    "`[streaming]`": StreamingConfig,
+    "`[metrics]`": MetricsConfig,
+    "`[log]`": LogConfig,
+}
+
+
+def _documented() -> dict[str, dict[str, str]]:
+    """``{section heading: {key: default cell}}`` from the reference tables."""
+    out: dict[str, dict[str, str]] = {}
+    section = None
+    for line in _DOC.read_text(encoding="utf-8").splitlines():
+        if line.startswith("### "):
+            section = line[4:].strip()
+            out.setdefault(section, {})
+        elif section is not None and (m := re.match(r"^\| `([a-z_]+)` \|([^|]*)\|([^|]*)\|", line)):
+            out[section][m.group(1)] = m.group(3).strip()
+    return out
+
+
+@pytest.mark.parametrize("section", list(_SECTIONS))
+def test_docs_reference_matches_the_structs(section: str) -> None:
+    struct = _SECTIONS[section]
+    documented = _documented()[section]
+    sub_tables = {"cloud", "streaming", "metrics", "log"}  # documented as their own sections
+    declared = [
+        f for f in struct.__struct_fields__ if struct is not ConfigFile or f not in sub_tables
+    ]
+    assert sorted(documented) == sorted(declared)
+    defaults = struct() if struct is not CloudConfig else CloudConfig(target="h:1")
+    for key, cell in documented.items():
+        literal = re.fullmatch(r"`([^`]*)`", cell)
+        if literal is None or literal.group(1) == "[]":
+            continue  # prose: "system trust store", "`interval` (but at least ...)"
+        value = tomllib.loads(f"v = {literal.group(1)}")["v"]
+        assert getattr(defaults, key) == value, (section, key, cell)
