@@ -190,14 +190,14 @@ class StaticRegistry:
         resolved = resolve_target(
             target,
             tls=tls is not None,
-            insecure=insecure and tls is None,
+            insecure=insecure,
             root_ca=tls.root_ca if tls else None,
             client_cert=tls.client_cert if tls else None,
             client_key=tls.client_key if tls else None,
             authority=authority,
         )
         if isinstance(resolved, tuple):
-            raise RegistryError("; ".join(p.message for p in resolved))
+            raise RegistryError("; ".join(str(p) for p in resolved))
         if tls is None and not is_loopback(target):
             log.warning("plaintext (insecure) connection to %s", target)
         if keepalive_time <= 0 or keepalive_timeout <= 0:
