@@ -320,7 +320,7 @@ def test_bad_config_names_the_key(table: dict[str, Any], key: str) -> None:
 
 
 def test_a_remote_redis_needs_tls_or_an_explicit_insecure() -> None:
-    with pytest.raises(ValueError, match="not loopback; use rediss:// .* or set insecure = true"):
+    with pytest.raises(ValueError, match=r"not loopback; use rediss:// .* or set insecure = true"):
         create_listeners({"streams": ["a"], "url": "redis://10.0.0.1:6379/0"})
     for url, insecure in [
         ("rediss://10.0.0.1:6379/0", False),
