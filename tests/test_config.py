@@ -755,3 +755,31 @@ def test_docs_reference_matches_the_structs(section: str) -> None:
             continue  # prose: "system trust store", "`interval` (but at least ...)"
         value = tomllib.loads(f"v = {literal.group(1)}")["v"]
         assert getattr(defaults, key) == value, (section, key, cell)
+
+
+def test_the_files_defaults_are_the_clients() -> None:
+    """Declared once (streamer.client.defaults): a host without a setting behaves like a
+    program using the library with its defaults."""
+    import inspect
+
+    from streamer.client.backoff import Backoff
+    from streamer.client.client import Client
+    from streamer.client.registry import StaticRegistry
+
+    def default(func: Any, name: str) -> Any:
+        return inspect.signature(func).parameters[name].default
+
+    streaming, cloud = StreamingConfig(), CloudConfig(target="h:1")
+    assert default(Client.__init__, "streaming_interval") == streaming.interval
+    assert streaming.max_backoff == streaming.interval  # the backoff cap is one poll period
+    assert default(StaticRegistry.__init__, "max_reconnect_backoff") == streaming.interval
+    assert Backoff() == Backoff(
+        streaming.backoff_initial, streaming.backoff_multiplier, streaming.backoff_jitter
+    )
+    assert default(Client.__init__, "max_streams_per_channel") == cloud.max_streams_per_connection
+    assert default(StaticRegistry.__init__, "keepalive_time") == cloud.keepalive_time_s
+    assert default(StaticRegistry.__init__, "keepalive_timeout") == cloud.keepalive_timeout_s
+    assert (
+        default(StaticRegistry.__init__, "max_receive_message_length")
+        == cloud.max_receive_message_bytes
+    )
