@@ -220,10 +220,7 @@ def validate(schema: type[C], table: Mapping[str, Any], *, where: str = "") -> C
 def _validate(schema: type[C], table: object, where: str) -> tuple[list[FieldProblem], C | None]:
     if not isinstance(table, Mapping):
         return [FieldProblem(where, f"expected a table, got {_show(table)}")], None
-    info = msgspec.inspect.type_info(schema)
-    assert isinstance(info, msgspec.inspect.StructType)
-    hints = _hints(schema)
-    fields = {f.encode_name: f for f in info.fields}
+    fields, hints = _layout(schema)
     problems: list[FieldProblem] = []
     for key in table:
         if key not in fields:
@@ -248,6 +245,15 @@ def _validate(schema: type[C], table: object, where: str) -> tuple[list[FieldPro
     config = schema(**{fields[k].name: v for k, v in values.items()})
     own = [FieldProblem(_key_path(where, key), msg) for key, msg in config.check()]
     return own, (None if own else config)
+
+
+@functools.lru_cache(maxsize=None)
+def _layout(schema: type[Any]) -> tuple[dict[str, msgspec.inspect.Field], dict[str, Any]]:
+    """A schema's fields by key, and its type hints: computed once per schema (inspecting a
+    struct evaluates its annotations, which costs far more than validating a table)."""
+    info = msgspec.inspect.type_info(schema)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return {f.encode_name: f for f in info.fields}, _hints(schema)
 
 
 def _field(where: str, name: str, raw: object, hint: Any) -> tuple[list[FieldProblem], Any]:
