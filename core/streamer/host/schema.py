@@ -247,7 +247,7 @@ def _validate(schema: type[C], table: object, where: str) -> tuple[list[FieldPro
     return own, (None if own else config)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layout(schema: type[Any]) -> tuple[dict[str, msgspec.inspect.Field], dict[str, Any]]:
     """A schema's fields by key, and its type hints: computed once per schema (inspecting a
     struct evaluates its annotations, which costs far more than validating a table)."""
