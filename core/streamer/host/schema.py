@@ -247,13 +247,19 @@ def _validate(schema: type[C], table: object, where: str) -> tuple[list[FieldPro
     return own, (None if own else config)
 
 
-@functools.cache
-def _layout(schema: type[Any]) -> tuple[dict[str, msgspec.inspect.Field], dict[str, Any]]:
+_Layout = tuple[dict[str, msgspec.inspect.Field], dict[str, Any]]
+_LAYOUTS: dict[type[Any], _Layout] = {}
+
+
+def _layout(schema: type[Any]) -> _Layout:
     """A schema's fields by key, and its type hints: computed once per schema (inspecting a
     struct evaluates its annotations, which costs far more than validating a table)."""
-    info = msgspec.inspect.type_info(schema)
-    assert isinstance(info, msgspec.inspect.StructType)
-    return {f.encode_name: f for f in info.fields}, _hints(schema)
+    found = _LAYOUTS.get(schema)
+    if found is None:
+        info = msgspec.inspect.type_info(schema)
+        assert isinstance(info, msgspec.inspect.StructType)
+        found = _LAYOUTS[schema] = ({f.encode_name: f for f in info.fields}, _hints(schema))
+    return found
 
 
 def _field(where: str, name: str, raw: object, hint: Any) -> tuple[list[FieldProblem], Any]:
