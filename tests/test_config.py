@@ -712,6 +712,9 @@ def test_hooks_still_work_with_a_warning_naming_the_new_key() -> None:
 def test_both_spellings_at_once_is_an_error(text: str, key: str) -> None:
     e = error(text)
     assert e.key == key and "got both" in e.message
+    # Reported with the file's other problems, not only once they are fixed.
+    e = error(text + "[streaming]\ninterval = 0\n")
+    assert [p.key for p in e.problems] == ["streaming.interval", key]
 
 
 # --- docs/config.md is the reference of the structs ---------------------------------------------

@@ -19,7 +19,7 @@ import difflib
 import ipaddress
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -490,9 +490,6 @@ class ConfigFile(FrozenSchema, frozen=True, kw_only=True):
     )
     log: Annotated[LogConfig, Doc("logging")] = msgspec.field(default_factory=LogConfig)
 
-    def check(self) -> Iterable[tuple[str, str]]:
-        return _both_spellings(self.observers, self.hooks, self.observer, self.hook)
-
 
 def _both_spellings(
     observers: object, hooks: object, observer: object, hook: object
@@ -648,6 +645,9 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     except ConfigProblems as exc:
         problems += exc.problems
     raw: Mapping[str, Any] = data if isinstance(data, Mapping) else {}
+    # Checked on the raw document, so that it is reported whatever else is wrong.
+    spellings = [raw.get(k) for k in ("observers", "hooks", "observer", "hook")]
+    problems += (FieldProblem(k, m) for k, m in _both_spellings(*spellings))
     plugins = _raw_names(raw.get("plugins"))
     names_key = "hooks" if "hooks" in raw and "observers" not in raw else "observers"
     observers = _raw_names(raw.get(names_key))
