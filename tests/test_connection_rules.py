@@ -15,6 +15,12 @@ from streamer.host.host import build_registry
 from tests.helpers import run_cli, streamer_env
 
 RULES = [
+    (  # TLS to several replicas: one name is checked for all of them, so it must be given
+        'targets = ["10.0.0.1:7443", "10.0.0.2:7443"]\n',
+        "cloud.authority: expected the name every replica's certificate carries",
+        lambda: StaticRegistry("ipv4:10.0.0.1:7443,10.0.0.2:7443", tls=TLSConfig()),
+        "authority: expected the name every replica's certificate carries",
+    ),
     (  # cert and key together
         'target = "cloud.example.com:443"\nclient_cert = "gw.crt"\n',
         "cloud.client_key: expected a path because client_cert is set, got nothing",
