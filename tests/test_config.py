@@ -767,6 +767,7 @@ def test_the_files_defaults_are_the_clients() -> None:
 
     from streamer.client.backoff import Backoff
     from streamer.client.client import Client
+    from streamer.client.guard import GuardPolicy
     from streamer.client.registry import StaticRegistry
 
     def default(func: Any, name: str) -> Any:
@@ -786,3 +787,6 @@ def test_the_files_defaults_are_the_clients() -> None:
         default(StaticRegistry.__init__, "max_receive_message_length")
         == cloud.max_receive_message_bytes
     )
+    guard = streaming.settings()
+    assert GuardPolicy() == GuardPolicy(guard.guard_max_delete_fraction, guard.guard_confirmations)
+    assert StreamSettings() == guard
