@@ -76,12 +76,14 @@ def test_check_reports_config_errors_in_the_numbered_format(tmp_path: Path) -> N
     cfg.write_text('plugins = ["sqlit"]\n[cloud]\ntarget = "127.0.0.1:1"\n[plugin.sqlite]\n')
     code, out = run_cli("check", "--config", str(cfg), env=_env())
     assert code == 2
-    assert out.splitlines()[:3] == [
+    assert out.splitlines()[:4] == [
         f"{cfg}: NOT OK",
-        "1 problem found; nothing was started:",
+        "2 problems found; nothing was started:",
         "  1. plugin.sqlite: table [plugin.sqlite] but 'sqlite' is not enabled in plugins = "
         "['sqlit']; if 'sqlit' is misspelt, write plugins = ['sqlite']; "
         "if this table is, rename it [plugin.sqlit]",
+        "  2. sqlit: enabled but not installed in entry-point group 'streamer.listeners' "
+        "(installed: files, hello, log, redis, sqlite); did you mean 'sqlite'?",
     ]
 
 

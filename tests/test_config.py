@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import sys
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,10 +16,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamer.client.connection import is_loopback
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
 from streamer.host.config import (
     CloudConfig,
     Config,
     ConfigError,
+    ConfigFile,
+    LogConfig,
+    MetricsConfig,
     StreamingConfig,
     StreamSettings,
     config_from_text,
@@ -219,9 +228,7 @@ def test_address_helpers() -> None:
 
 def test_message_format_for_a_wrong_value() -> None:
     e = error('[streaming]\ninterval = "abc"\n')
-    assert (
-        str(e) == "streamer.toml: streaming.interval: expected a positive number, got 'abc' (str)"
-    )
+    assert str(e) == "streamer.toml: streaming.interval: expected a number > 0, got 'abc' (str)"
     assert e.key == "streaming.interval" and e.path == P
 
 
@@ -229,19 +236,24 @@ def test_message_format_for_a_wrong_value() -> None:
     ("text", "key", "fragment"),
     [
         ("[streaming]\ninterval = true", "streaming.interval", "got True (boolean)"),
-        ("[streaming]\ninterval = -1", "streaming.interval", "positive number"),
-        ("[streaming]\ninterval = 0", "streaming.interval", "positive number"),
+        ("[streaming]\ninterval = -1", "streaming.interval", "expected a number > 0.0, got -1"),
+        ("[streaming]\ninterval = 0", "streaming.interval", "expected a number > 0.0, got 0"),
         ("[streaming]\ninterval = nan", "streaming.interval", "finite"),
         ("[streaming]\ninterval = inf", "streaming.interval", "finite"),
-        ("[streaming]\ninterval = 1e300", "streaming.interval", "no larger than"),
-        ("[streaming]\nbackoff_jitter = 1", "streaming.backoff_jitter", "in [0, 1)"),
-        ("[streaming]\nbackoff_jitter = -0.1", "streaming.backoff_jitter", "in [0, 1)"),
+        ("[streaming]\ninterval = 1e300", "streaming.interval", "expected a number <= 92233"),
+        ("[streaming]\nbackoff_jitter = 1", "streaming.backoff_jitter", "expected a number < 1.0"),
+        ("[streaming]\nbackoff_jitter = -0.1", "streaming.backoff_jitter", "a number >= 0.0"),
         ("[streaming]\nbackoff_multiplier = 0.5", "streaming.backoff_multiplier", ">= 1"),
         ("[streaming]\nbackoff_initial = 5\nbackoff_max = 2", "streaming.backoff_max", ">="),
         ("[streaming]\nshutdown_timeout = -1", "streaming.shutdown_timeout", ">= 0"),
         ("[streaming]\nintervall = 3", "streaming.intervall", "did you mean 'interval'?"),
         ("streaming = 3", "streaming", "expected a table, got 3 (integer)"),
-        ("[clod]\ntarget = 'h:1'", "clod", "unknown key; did you mean 'cloud'?"),
+        (
+            "[clod]\ntarget = 'h:1'",
+            "clod",
+            "unknown key (known: cloud, streaming, plugins, observers, hooks, plugin, observer, "
+            "hook, metrics, log); did you mean 'cloud'?",
+        ),
         ("[cloud]\ngateway_id = 'x'", "cloud", "got none"),
         ("[cloud]\ntarget = 'h:1'\ncontrol_proxy = 'c.yml'", "cloud.control_proxy", "both"),
         ("[cloud]\ncontrol_proxy = 'c.yml'\nroot_ca = 'ca'", "cloud.root_ca", "control_proxy"),
@@ -274,18 +286,23 @@ def test_message_format_for_a_wrong_value() -> None:
         (
             "[cloud]\ntarget = 'h:1'\nmax_receive_message_mb = 4096",
             "cloud.max_receive_message_mb",
-            "from 1 to 2047",
+            "expected an integer <= 2047, got 4096",
         ),
         (
             "[cloud]\ntarget = 'h:1'\nmax_streams_per_connection = false",
             "cloud.max_streams_per_connection",
             "(boolean)",
         ),
-        ("[cloud]\ntarget = 'h:1'\nkeepalive_time_s = 1e7", "cloud.keepalive_time_s", "larger"),
-        ("plugins = 'files'", "plugins", "expected an array of names"),
-        ("plugins = ['a', 1]", "plugins[1]", "non-empty name"),
+        (
+            "[cloud]\ntarget = 'h:1'\nkeepalive_time_s = 1e7",
+            "cloud.keepalive_time_s",
+            "<= 2147483.647",
+        ),
+        ("plugins = 'files'", "plugins", "expected an array, got 'files' (str)"),
+        ("plugins = ['a', 1]", "plugins[1]", "expected a string, got 1 (integer)"),
+        ("plugins = [' ']", "plugins[0]", "expected a string that is not blank, got ' ' (str)"),
         ("plugins = ['a', 'a']", "plugins[1]", "once"),
-        ("hooks = ['']", "hooks[0]", "non-empty name"),
+        ("hooks = ['']", "hooks[0]", "expected a string of length >= 1, got '' (str)"),
         (
             "plugins = ['files']\n[plugin.fils]\nx = 1",
             "plugin.fils",
@@ -305,7 +322,7 @@ def test_message_format_for_a_wrong_value() -> None:
         ),
         ("[plugin.x]", "plugin.x", "not enabled"),
         ("hooks = ['h']\n[hook.h]\n[hook.z]", "hook.z", "not enabled in hooks"),
-        ("plugins = ['x']\nplugin = 3", "plugin", "table of [plugin.<name>]"),
+        ("plugins = ['x']\nplugin = 3", "plugin", "expected a table, got 3 (integer)"),
         ("plugins = ['x']\nplugin = { x = 3 }", "plugin.x", "expected a table"),
         ("plugins = ['x']\n[plugin.'a.b'.c]", 'plugin."a.b"', "not enabled"),
         ("[metrics]\naddress = 9464", "metrics.address", "host:port"),
@@ -491,12 +508,14 @@ _names = st.lists(st.sampled_from(["a", "b", "c", "", "a.b"]) | st.text(max_size
 _documents = st.fixed_dictionaries(
     {},
     optional={
-        "cloud": _section(tuple(CloudConfig.__dataclass_fields__)),
-        "streaming": _section(tuple(StreamingConfig.__dataclass_fields__)),
+        "cloud": _section(tuple(CloudConfig.__struct_fields__)),
+        "streaming": _section(tuple(StreamingConfig.__struct_fields__)),
         "plugins": _names | _values,
         "hooks": _names | _values,
+        "observers": _names | _values,
         "plugin": st.dictionaries(st.sampled_from(["a", "b", "z"]), _values, max_size=2),
         "hook": st.dictionaries(st.sampled_from(["a", "b", "z"]), _values, max_size=2),
+        "observer": st.dictionaries(st.sampled_from(["a", "b", "z"]), _values, max_size=2),
         "metrics": _section(("address",)),
         "log": _section(("level", "format")),
     },
@@ -510,8 +529,13 @@ def test_fuzz_documents_load_or_fail_with_a_key_path(doc: dict[str, Any]) -> Non
     try:
         config = config_from_text(text, P)
     except ConfigError as e:
-        assert e.key, str(e)
-        assert f"streamer.toml: {e.key}: " in str(e)
+        assert e.problems and e.key == e.problems[0].key
+        for problem in e.problems:  # every problem names its key, in one report
+            assert problem.key, str(e)
+            assert f"{problem.key}: {problem.message}" in str(e)
+        assert str(e).startswith(
+            f"streamer.toml: {e.key}: " if len(e.problems) == 1 else "streamer.toml: "
+        )
     else:
         assert isinstance(config, Config)
 
@@ -611,3 +635,158 @@ def test_safe_sync_errors_name_the_key(text: str, key: str, fragment: str) -> No
 def test_remote_release_is_off_by_default() -> None:
     assert cfg("").metrics.remote_release is False
     assert cfg("[metrics]\nremote_release = true").metrics.remote_release is True
+
+
+# --- every problem at once --------------------------------------------------------------------
+
+
+def test_every_problem_of_the_file_at_once() -> None:
+    e = error(
+        """
+        plugins = ["a", "a"]
+        [cloud]
+        target = "h:1"
+        client_cert = "c.pem"
+        keepalive_time_s = nan
+        [streaming]
+        interval = -1
+        backoff_jitter = 1
+        [plugin.b]
+        [metrics]
+        address = "nope"
+        [log]
+        format = "xml"
+        """
+    )
+    assert [(p.key, p.message.split(",")[0]) for p in e.problems] == [
+        ("cloud.keepalive_time_s", "expected a finite number"),
+        ("streaming.interval", "expected a number > 0.0"),
+        ("streaming.backoff_jitter", "expected a number < 1.0"),
+        ("plugins[1]", "expected each name once"),
+        ("metrics.address", "expected host:port with a port from 0 to 65535"),
+        ("log.format", "expected one of 'human'"),
+        ("plugin.b", "table [plugin.b] but 'b' is not enabled in plugins = ['a']"),
+    ]
+    assert str(e).startswith("streamer.toml: 7 problems:\n  1. cloud.keepalive_time_s: ")
+    assert (e.key, e.path) == ("cloud.keepalive_time_s", P)
+    # The [cloud] cross-key rules run once its keys are valid on their own.
+    e = error('[cloud]\ntarget = "h:1"\nclient_cert = "c.pem"\n[log]\nlevel = 1\n')
+    assert [p.key for p in e.problems] == ["cloud.client_key", "log.level"]
+
+
+def test_inf_and_nan_are_refused_everywhere() -> None:
+    for key in ("interval", "backoff_initial", "backoff_multiplier", "backoff_max"):
+        for value in ("inf", "-inf", "nan"):
+            e = error(f"[streaming]\n{key} = {value}\n")
+            assert e.message == f"expected a finite number, got {value.lstrip('+')} (float)"
+
+
+# --- observers, and their deprecated spelling -----------------------------------------------------
+
+
+def test_observers_key_and_tables() -> None:
+    config = cfg('observers = ["audit"]\n[observer.audit]\nlevel = 3\n')
+    assert config.observers == ("audit",) and config.deprecations == ()
+    assert config.observer_table("audit") == {"level": 3}
+    e = error('observers = ["audit"]\n[observer.audti]\n')
+    assert e.key == "observer.audti" and "not enabled in observers = ['audit']" in e.message
+
+
+def test_hooks_still_work_with_a_warning_naming_the_new_key() -> None:
+    config = cfg('hooks = ["audit"]\n[hook.audit]\nlevel = 3\n')
+    assert config.observers == ("audit",) and config.hooks == ("audit",)
+    assert config.observer_table("audit") == {"level": 3}
+    assert config.deprecations == (
+        "streamer.toml: hooks: deprecated key; write observers = ['audit'] instead",
+        "streamer.toml: hook: deprecated tables [hook.audit]; rename them [observer.NAME]",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('observers = ["a"]\nhooks = ["b"]\n', "hooks"),
+        ('observers = ["a"]\n[observer.a]\n[hook.a]\n', "hook"),
+    ],
+)
+def test_both_spellings_at_once_is_an_error(text: str, key: str) -> None:
+    e = error(text)
+    assert e.key == key and "got both" in e.message
+    # Reported with the file's other problems, not only once they are fixed.
+    e = error(text + "[streaming]\ninterval = 0\n")
+    assert [p.key for p in e.problems] == ["streaming.interval", key]
+
+
+# --- docs/config.md is the reference of the structs ---------------------------------------------
+
+_DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+_SECTIONS = {
+    "Top level": ConfigFile,
+    "`[cloud]`": CloudConfig,
+    "`[streaming]`": StreamingConfig,
+    "`[metrics]`": MetricsConfig,
+    "`[log]`": LogConfig,
+}
+
+
+def _documented() -> dict[str, dict[str, str]]:
+    """``{section heading: {key: default cell}}`` from the reference tables."""
+    out: dict[str, dict[str, str]] = {}
+    section = None
+    for line in _DOC.read_text(encoding="utf-8").splitlines():
+        if line.startswith("### "):
+            section = line[4:].strip()
+            out.setdefault(section, {})
+        elif section is not None and (m := re.match(r"^\| `([a-z_]+)` \|([^|]*)\|([^|]*)\|", line)):
+            out[section][m.group(1)] = m.group(3).strip()
+    return out
+
+
+@pytest.mark.parametrize("section", list(_SECTIONS))
+def test_docs_reference_matches_the_structs(section: str) -> None:
+    struct = _SECTIONS[section]
+    documented = _documented()[section]
+    sub_tables = {"cloud", "streaming", "metrics", "log"}  # documented as their own sections
+    declared = [
+        f for f in struct.__struct_fields__ if struct is not ConfigFile or f not in sub_tables
+    ]
+    assert sorted(documented) == sorted(declared)
+    defaults = struct() if struct is not CloudConfig else CloudConfig(target="h:1")
+    for key, cell in documented.items():
+        literal = re.fullmatch(r"`([^`]*)`", cell)
+        if literal is None or literal.group(1) == "[]":
+            continue  # prose: "system trust store", "`interval` (but at least ...)"
+        value = tomllib.loads(f"v = {literal.group(1)}")["v"]
+        assert getattr(defaults, key) == value, (section, key, cell)
+
+
+def test_the_files_defaults_are_the_clients() -> None:
+    """Declared once (streamer.client.defaults): a host without a setting behaves like a
+    program using the library with its defaults."""
+    import inspect
+
+    from streamer.client.backoff import Backoff
+    from streamer.client.client import Client
+    from streamer.client.guard import GuardPolicy
+    from streamer.client.registry import StaticRegistry
+
+    def default(func: Any, name: str) -> Any:
+        return inspect.signature(func).parameters[name].default
+
+    streaming, cloud = StreamingConfig(), CloudConfig(target="h:1")
+    assert default(Client.__init__, "streaming_interval") == streaming.interval
+    assert streaming.max_backoff == streaming.interval  # the backoff cap is one poll period
+    assert default(StaticRegistry.__init__, "max_reconnect_backoff") == streaming.interval
+    assert Backoff() == Backoff(
+        streaming.backoff_initial, streaming.backoff_multiplier, streaming.backoff_jitter
+    )
+    assert default(Client.__init__, "max_streams_per_channel") == cloud.max_streams_per_connection
+    assert default(StaticRegistry.__init__, "keepalive_time") == cloud.keepalive_time_s
+    assert default(StaticRegistry.__init__, "keepalive_timeout") == cloud.keepalive_timeout_s
+    assert (
+        default(StaticRegistry.__init__, "max_receive_message_length")
+        == cloud.max_receive_message_bytes
+    )
+    guard = streaming.settings()
+    assert GuardPolicy() == GuardPolicy(guard.guard_max_delete_fraction, guard.guard_confirmations)
+    assert StreamSettings() == guard

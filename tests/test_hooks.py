@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,11 +14,13 @@ import pytest
 
 from streamer import Backoff, StaticRegistry, new_streamer_client
 from streamer.client.events import Decision, StreamState
-from streamer.host.checks import load_hooks
+from streamer.host.checks import load_hooks, load_observers
 from streamer.host.config import config_from_text
 from streamer.host.observers import LoggingObserver, PluggyObserver, hookimpl, make_plugin_manager
+from streamer.host.plugins import find_observers
 from streamer.testing import ScriptedServer
 from streamer.wire import DataUpdate, DataUpdateBatch
+from tests.helpers import run_cli, streamer_env
 from tests.listeners import Recorder, RecordingSleep
 from tests.plugin_fixtures import dists, make_dist
 
@@ -176,6 +180,40 @@ def test_observers_from_entry_points_enabled_by_name(
     assert "audit-hook[other]: cannot import audit_hook:Missing" in text
 
 
+def test_observers_group_and_key_and_a_plugin_in_both_groups_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`streamer.observers` entry points enabled with `observers` / `[observer.NAME]`; a
+    distribution that declares the same name in both groups (to support old and new hosts)
+    is one observer, not a conflict."""
+    site = tmp_path / "site"
+    for group in ("streamer.observers", "streamer.hooks"):
+        make_dist(
+            site / group,
+            "audit-both",
+            entry_points={"audit": "audit_both:Audit"},
+            modules={"audit_both": OBSERVER_MODULE},
+            group=group,
+        )
+    make_dist(site / "new", "only-new", entry_points={"fresh": "audit_both:Audit"},
+              group="streamer.observers")  # fmt: skip
+    monkeypatch.syspath_prepend(str(site / "streamer.hooks"))
+    monkeypatch.delitem(sys.modules, "audit_both", raising=False)
+    everything = list(dists(site / "streamer.observers", site / "streamer.hooks", site / "new"))
+    found = find_observers(everything)
+    assert [(p.name, p.dist, p.group) for p in found] == [
+        ("audit", "audit-both", "streamer.observers"),
+        ("fresh", "only-new", "streamer.observers"),
+    ]
+    config = config_from_text(
+        'observers = ["audit", "fresh"]\n[observer.audit]\nprefix = "y-"\n',
+        tmp_path / "streamer.toml",
+    )
+    loaded, problems = load_observers(config, everything)
+    assert problems == []
+    assert [(p.name, obs.prefix) for p, obs in loaded] == [("audit", "y-"), ("fresh", "")]
+
+
 TYPO_MODULE = """
 from streamer.host.observers import hookimpl
 
@@ -227,3 +265,38 @@ def test_describe_error_keeps_the_receive_limit_advice() -> None:
     text = describe_error(err)
     assert text.startswith("RPC failed: RESOURCE_EXHAUSTED: Received message larger than max")
     assert "receive limit of 1000 bytes" in text and "max_receive_message_mb" in text
+
+
+def test_deprecated_hooks_key_warns_in_check_and_at_start(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    make_dist(site, "audit-old", entry_points={"audit": "audit_old:Audit"},
+              modules={"audit_old": OBSERVER_MODULE}, group="streamer.hooks")  # fmt: skip
+    cfg = tmp_path / "streamer.toml"
+    body = '[cloud]\ntarget = "127.0.0.1:1"\n[plugin.log]\nstreams = ["s"]\n'
+    cfg.write_text('plugins = ["log"]\nhooks = ["audit"]\n' + body)
+    code, out = run_cli("check", "--config", str(cfg), env=streamer_env(site))
+    assert code == 0, out
+    assert f"warning: {cfg}: hooks: deprecated key; write observers = ['audit'] instead" in out
+    assert "observer audit-old[audit]" in out
+    code, out = run_cli("check", "--config", str(cfg), "--json", env=streamer_env(site))
+    assert "hooks: deprecated key" in out
+    # At start: the same warning in the log, then the host runs until it is stopped.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamer.cli", "run", "--config", str(cfg)],
+        env=streamer_env(site),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert "hooks: deprecated key; write observers = ['audit'] instead" in first, first
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    cfg.write_text('plugins = ["log"]\nobservers = ["audit"]\nhooks = ["audit"]\n' + body)
+    code, out = run_cli("run", "--config", str(cfg), env=streamer_env(site))
+    assert (
+        code == 2 and "hooks: expected observers or its deprecated spelling hooks, got both" in out
+    )

@@ -170,7 +170,33 @@ def test_check_config_error_names_file_and_key(site: Path, tmp_path: Path) -> No
     code, out = run_cli("check", "--config", str(cfg), env=streamer_env(site))
     assert code == 2
     assert out.startswith(f"{cfg}: NOT OK\n1 problem found; nothing was started:\n")
-    assert "  1. streaming.intervall: unknown key; did you mean 'interval'?" in out
+    assert "  1. streaming.intervall: unknown key (known: interval, " in out
+    assert "did you mean 'interval'?" in out
+
+
+def test_run_and_check_report_every_problem_of_the_file_at_once(site: Path, tmp_path: Path) -> None:
+    """Core sections, the plugin list and the enabled plugins' tables: one numbered report,
+    from `check` and from `run` (which refuses to start)."""
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(
+        'plugins = ["log", "nosuch"]\n[cloud]\ntarget = "nocolon"\n'
+        "[streaming]\nintervall = 3\nbackoff_jitter = inf\n"
+        '[log]\nlevel = "loud"\n[plugin.log]\nstreams = []\n'
+    )
+    expected = [
+        "cloud.target: expected host:port with a port from 1 to 65535, got 'nocolon' (str)",
+        "streaming.intervall: unknown key",
+        "streaming.backoff_jitter: expected a finite number, got inf (float)",
+        "log.level: expected one of 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL', got",
+        "nosuch: enabled but not installed",
+        "streamer-log[log]: plugin.log.streams: expected an array of length >= 1",
+    ]
+    for command in ("check", "run"):
+        code, out = run_cli(command, "--config", str(cfg), env=streamer_env(site))
+        assert code == 2, out
+        assert f"{len(expected)} problems found; nothing was started:" in out, out
+        for i, text in enumerate(expected, 1):
+            assert f"  {i}. {text}" in out, (command, out)
 
 
 def test_list_table_and_json(site: Path, tmp_path: Path) -> None:

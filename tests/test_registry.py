@@ -90,7 +90,7 @@ async def test_sync_channels_share_the_options_and_shards_of_aio_ones() -> None:
 def test_missing_and_mismatched_tls_files(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match=r"cannot read root CA certificate '.*nope\.pem'"):
         StaticRegistry("cloud:443", tls=TLSConfig(root_ca=tmp_path / "nope.pem"))
-    with pytest.raises(RegistryError, match="together"):
+    with pytest.raises(RegistryError, match="client_key: expected a path because client_cert"):
         TLSConfig(client_cert=tmp_path / "c.pem")
     bad = tmp_path / "ca.pem"
     bad.write_text("not a cert\n")

@@ -25,6 +25,7 @@ from streamer.host.schema import (
     validate,
 )
 from tests.helpers import run_cli, streamer_env
+from tests.plugin_fixtures import listener_module, make_dist
 
 
 class KvConfig(PluginConfig):
@@ -77,10 +78,10 @@ def test_every_problem_at_once_with_key_paths() -> None:
         ({"streams": ["a", "a"]}, "plugin.kv.streams[1]: expected each name once, got 'a' again"),
         ({"streams": ["a\nb"]}, "plugin.kv.streams[0]: expected a string without control"),
         ({"streams": [""]}, "plugin.kv.streams[0]: expected a string of length >= 1"),
-        ({"batch": "3"}, "plugin.kv.batch: expected an integer, got '3' (str)"),
-        ({"batch": True}, "plugin.kv.batch: expected an integer, got True (boolean)"),
+        ({"batch": "3"}, "plugin.kv.batch: expected an integer >= 1, got '3' (str)"),
+        ({"batch": True}, "plugin.kv.batch: expected an integer >= 1, got True (boolean)"),
         ({"batch": 10_001}, "plugin.kv.batch: expected an integer <= 10000, got 10001"),
-        ({"ratio": float("nan")}, "plugin.kv.ratio: expected a number >= 0.0, got nan"),
+        ({"ratio": float("nan")}, "plugin.kv.ratio: expected a finite number, got nan (float)"),
         ({"tags": ["x", 1]}, "plugin.kv.tags[1]: expected a string, got 1 (integer)"),
         ({"mode": "fast", "batch": 5000}, "plugin.kv.batch: expected at most 1000 with mode"),
     ],
@@ -168,14 +169,23 @@ def test_describe_a_first_party_plugin() -> None:
     assert row.split()[:3] == ["max_keys", "integer", "10"] and "(>= 0)" in row
 
 
-def test_describe_unknown_plugin_and_one_without_schema() -> None:
+def test_describe_unknown_plugin_and_one_without_schema(tmp_path: Path) -> None:
     code, out = run_cli("describe", "lgo", env=streamer_env())
     assert code == 2 and "lgo: not installed" in out and "log" in out
-    code, out = run_cli("describe", "redis", env=streamer_env())
-    assert code == 0 and "declares no config schema" in out
+    site = tmp_path / "site"
+    make_dist(site, "plug-raw", entry_points={"raw": "plug_raw:factory"},
+              modules={"plug_raw": listener_module(tmp_path / "marker")})  # fmt: skip
+    code, out = run_cli("describe", "raw", env=streamer_env(site))
+    assert code == 0 and "declares no config schema" in out, out
+    for name in ("files", "sqlite", "redis", "log", "hello"):  # every first-party plugin has one
+        code, out = run_cli("describe", name, env=streamer_env())
+        assert code == 0 and "declares no config schema" not in out, out
 
 
-@pytest.mark.parametrize("plugins", [["log"], ["hello"], []])
+@pytest.mark.parametrize(
+    "plugins",
+    [["log"], ["hello"], ["files"], ["sqlite"], ["redis"], ["files", "sqlite", "redis", "log"], []],
+)
 def test_config_sample_is_accepted_by_check(tmp_path: Path, plugins: list[str]) -> None:
     code, out = run_cli("config", "sample", *plugins, env=streamer_env())
     assert code == 0, out

@@ -15,8 +15,7 @@ import pytest
 
 from streamer.base.redact import redact, redact_text
 from streamer.host.logsetup import configure_logging
-from streamer.host.schema import ConfigProblems, Doc, PluginConfig, StreamNames, validate
-from streamer.sink.mirror import TableReader
+from streamer.host.schema import ConfigProblems, Doc, PluginConfig, Rule, StreamNames, validate
 from tests.helpers import run_cli, streamer_env, write_config
 
 SECRET = "hunter2-s3cr3t"
@@ -61,14 +60,25 @@ def test_redact_keeps_what_is_not_secret() -> None:
     }
 
 
-def test_sink_kit_config_errors_never_echo_a_secret() -> None:
-    read = TableReader("p", {"password": 7, "url": f"redis:/:{SECRET}@h"}, ("password", "url"))
+class _SecretConfig(PluginConfig):
+    password: str = ""
+    api_token: Annotated[str, Rule("a token of 40 characters", lambda t: len(t) == 40)] = ""
+    url: Annotated[str, Rule("a redis:// URL", lambda u: u.startswith("redis://"))] = ""
+
+
+@pytest.mark.parametrize(
+    ("table", "shown"),
+    [
+        ({"password": 7}, "password: expected a string, got '***' (str)"),
+        ({"api_token": SECRET}, "api_token: expected a token of 40 characters, got '***' (str)"),
+        ({"api_token": 7}, "api_token: expected a token of 40 characters, got '***' (str)"),
+        ({"url": f"redis:/:{SECRET}@h"}, "url: expected a redis:// URL, got 'redis:/:***@h'"),
+    ],
+)
+def test_config_errors_never_echo_a_secret(table: dict[str, object], shown: str) -> None:
     with pytest.raises(ValueError) as info:
-        read.string("password", "")
-    assert SECRET not in str(info.value) and "***" in str(info.value)
-    with pytest.raises(ValueError) as info:
-        read.string("url", "", check=lambda u: u.startswith("redis://"))
-    assert SECRET not in str(info.value) and "redis:/:***@h" in str(info.value)
+        validate(_SecretConfig, table)
+    assert SECRET not in str(info.value) and str(info.value).startswith(shown)
 
 
 @pytest.mark.parametrize("fmt", ["human", "json"])

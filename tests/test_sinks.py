@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
 from streamer.client.listener import listener_problems
-from streamer.sink.mirror import MirrorListener, TableReader
+from streamer.sink.mirror import MirrorListener
 from streamer.wire import DataUpdate, DataUpdateBatch
 from streamer.wire.digest import snapshot_digest
 
@@ -90,41 +89,6 @@ def test_failed_open_raises_from_the_call_and_is_retried() -> None:
         listener.update(batch(True, a=b"1"))
     assert listener.update(batch(True, a=b"1")) is True  # the supervisor's retry succeeds
     assert len(attempts) == 2
-
-
-def test_table_reader_typed_getters(tmp_path: Path) -> None:
-    table = {"streams": ["a", "b"], "path": str(tmp_path / "db"), "fsync": False, "n": 3}
-    read = TableReader("streamer-kv", table, ("streams", "path", "fsync", "n", "mode"))
-    assert read.streams() == ("a", "b")
-    assert read.path("path", what="the database file") == tmp_path / "db"
-    assert read.boolean("fsync", True) is False
-    assert read.integer("n", 1, minimum=0) == 3
-    assert read.choice("mode", ("fast", "safe"), "safe") == "safe"
-
-
-@pytest.mark.parametrize(
-    ("table", "message"),
-    [
-        ([], "streamer-kv: the config must be a table"),
-        ({"streams": ["a"], "pth": "x"}, "unknown config key(s) 'pth'"),
-        ({}, "config key 'streams' is required"),
-        ({"streams": "a"}, "config key 'streams' must be a non-empty list"),
-        ({"streams": ["a", "a"]}, "names 'a' twice"),
-        ({"streams": ["a"], "n": True}, "config key 'n' must be an integer"),
-        ({"streams": ["a"], "n": -1}, "config key 'n' must be an integer"),
-        ({"streams": ["a"], "fsync": "yes"}, "config key 'fsync' must be true or false"),
-        ({"streams": ["a"], "mode": "turbo"}, "config key 'mode' must be"),
-    ],
-)
-def test_table_reader_errors_name_plugin_and_key(table: object, message: str) -> None:
-    with pytest.raises(ValueError) as info:
-        read = TableReader("streamer-kv", table, ("streams", "path", "fsync", "n", "mode"))
-        read.streams()
-        read.integer("n", 1, minimum=0)
-        read.boolean("fsync", True)
-        read.choice("mode", ("fast", "safe"), "safe")
-    assert message in str(info.value)
-    assert str(info.value).startswith("streamer-kv: ")
 
 
 def test_sinks_module_imports_neither_grpc_nor_protobuf() -> None:

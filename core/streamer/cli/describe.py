@@ -114,7 +114,7 @@ def sample(names: Sequence[str], *, target: str = "127.0.0.1:50051") -> str:
         overrides = {}
         hints = typing.get_type_hints(d.schema, include_extras=True)
         for f in describe_schema(d.schema):
-            if hints.get(f.key) is StreamNames and f.required:
+            if f.required and (hints.get(f.key) is StreamNames or f.key == "streams"):
                 # Each stream may have one listener only: keep the sample's names distinct.
                 names_ = _unique_streams(f.example, d.plugin.name, used)
                 overrides[f.key] = "[" + ", ".join(f'"{n}"' for n in names_) + "]"

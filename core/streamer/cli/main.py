@@ -88,7 +88,7 @@ def _version(dist: str = "streamer") -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     import json
 
-    from streamer.host.checks import LoadFailed, check, resolve_connection
+    from streamer.host.checks import LoadFailed, check, file_problems, resolve_connection
     from streamer.host.plugins import Problem
 
     def problem_doc(p: Problem | str) -> dict[str, str]:
@@ -115,13 +115,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         path, config = _load(args)
     except ConfigError as exc:
-        # The same numbered report as every other problem (the file's own problem first).
-        return refuse(exc.path, [Problem(exc.key or str(exc.path), exc.message)])
+        # The same numbered report as every other problem: the file's, then its plugin tables'.
+        return refuse(exc.path, file_problems(exc))
     assert path is not None and config is not None
     from streamer.host.downgrades import downgrades
 
-    # Every security downgrade the config shows, naming the key (docs/security.md).
-    warnings = [redact_text(w) for w in downgrades(config)]
+    # Deprecated spellings, then every security downgrade the config shows, naming the key
+    # (docs/security.md).
+    warnings = [redact_text(w) for w in (*config.deprecations, *downgrades(config))]
     try:
         loaded, hooks = check(config)
     except LoadFailed as exc:
@@ -250,17 +251,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             log_format=args.log_format or "human",
         )
 
-    path, config = _load(args)
+    from streamer.host.checks import LoadFailed, file_problems
+
+    try:
+        path, config = _load(args)
+    except ConfigError as exc:  # refuse to start, listing every problem of the file
+        _err(f"{exc.path}: not started\n{LoadFailed(file_problems(exc))}")
+        return EXIT_USAGE
     assert path is not None and config is not None
     configure_logging(args.log_level or config.log.level, args.log_format or config.log.format)
 
     from streamer.client.connection import RegistryError
-    from streamer.host.checks import LoadFailed
     from streamer.host.downgrades import downgrades
     from streamer.host.host import Host
 
+    host_log = logging.getLogger("streamer.host.host")
+    for warning in config.deprecations:
+        host_log.warning("%s", warning)
     for warning in downgrades(config):  # what `streamer check` warns about, in the journal too
-        logging.getLogger("streamer.host.host").warning("security downgrade: %s", warning)
+        host_log.warning("security downgrade: %s", warning)
     host = Host(config, reload_config=lambda: load_config(path), observability=_start_observability)
     try:
         return asyncio.run(host.run())

@@ -21,6 +21,7 @@ from google.protobuf import wrappers_pb2
 
 from streamer.base.logs import escape
 from streamer.client.connection import ResolvedConnection
+from streamer.client.defaults import STREAMING_INTERVAL
 from streamer.client.diagnose import diagnose
 from streamer.client.stream import pack_extra_args, set_extra_args
 from streamer.wire import METHOD
@@ -101,7 +102,7 @@ async def tap(
     err: TextIO,
     values: bool = False,
     as_json: bool = False,
-    interval: float = 20.0,
+    interval: float = STREAMING_INTERVAL,
     gateway_id: str = "",
     service: str = "streamer",
 ) -> int:

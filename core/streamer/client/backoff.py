@@ -10,6 +10,8 @@ import math
 import random
 from dataclasses import dataclass
 
+from streamer.client.defaults import BACKOFF_INITIAL, BACKOFF_JITTER, BACKOFF_MULTIPLIER
+
 __all__ = ["Backoff", "BackoffState"]
 
 
@@ -21,9 +23,9 @@ class Backoff:
     reconnects after a cloud outage instead of sending them in one wave.
     """
 
-    initial: float = 1.0
-    multiplier: float = 1.6
-    jitter: float = 0.2
+    initial: float = BACKOFF_INITIAL
+    multiplier: float = BACKOFF_MULTIPLIER
+    jitter: float = BACKOFF_JITTER
     maximum: float | None = None
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ from streamer.base.errors import StreamerError
 from streamer.client._core import is_async
 from streamer.client._workers import WorkerPool
 from streamer.client.backoff import Backoff
+from streamer.client.defaults import MAX_STREAMS_PER_CHANNEL, STREAMING_INTERVAL
 from streamer.client.events import NullObserver, StreamObserver
 from streamer.client.gate import ReleaseResult
 from streamer.client.guard import GuardPolicy
@@ -28,11 +29,7 @@ __all__ = ["STREAMING_INTERVAL", "Client", "DuplicateStreamError", "new_streamer
 
 Runner = StreamRunner | ThreadedRunner
 
-STREAMING_INTERVAL = 20.0
-"""Seconds between calls when the server ends a call (Magma's poll cadence)."""
-
-DEFAULT_MAX_STREAMS_PER_CHANNEL = 100
-"""Front ends (nginx, Google's) allow ~100-128 concurrent streams per HTTP/2 connection."""
+DEFAULT_MAX_STREAMS_PER_CHANNEL = MAX_STREAMS_PER_CHANNEL
 
 
 class DuplicateStreamError(StreamerError):

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamer.base.errors import StreamerError
+from streamer.client.defaults import KEEPALIVE_TIME, KEEPALIVE_TIMEOUT
 
 __all__ = [
     "CONTROL_PROXY_OVERRIDE",
     "DEFAULT_KEEPALIVE_TIME",
     "DEFAULT_KEEPALIVE_TIMEOUT",
     "MAGMA_DEFAULTS",
+    "ConnectionProblem",
     "MagmaConfig",
     "MagmaSettings",
     "RegistryError",
@@ -29,15 +31,12 @@ __all__ = [
     "magma_settings",
     "read_control_proxy",
     "read_pem",
+    "resolve_target",
     "targets_uri",
 ]
 
-# Default gRPC servers (C core, Go) count a ping as abuse when it comes less than 5 minutes after
-# the previous one while they send no data, and close the connection with too_many_pings after
-# two strikes. 300 s is the shortest interval that never trips that on a quiet stream, and it is
-# under common NAT idle timeouts (AWS NAT: 350 s); the timeout then detects a half-open path.
-DEFAULT_KEEPALIVE_TIME = 300.0
-DEFAULT_KEEPALIVE_TIMEOUT = 20.0
+DEFAULT_KEEPALIVE_TIME = KEEPALIVE_TIME  # the names 0.2 exported; see streamer.client.defaults
+DEFAULT_KEEPALIVE_TIMEOUT = KEEPALIVE_TIMEOUT
 
 
 class RegistryError(StreamerError):
@@ -228,6 +227,111 @@ def load_magma_config(path: Path, override: Path | None = CONTROL_PROXY_OVERRIDE
     return MagmaConfig(values, sources, tuple(files))
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionProblem:
+    """A connection rule broken by the settings; ``key`` names the setting to change
+    (``insecure``, ``client_key``...; ``streamer.toml`` puts it under ``[cloud]``)."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+def _pair_problem(client_cert: object, client_key: object) -> ConnectionProblem | None:
+    if (client_cert is None) == (client_key is None):
+        return None
+    have, missing = (
+        ("client_cert", "client_key") if client_key is None else ("client_key", "client_cert")
+    )
+    return ConnectionProblem(missing, f"expected a path because {have} is set, got nothing")
+
+
+def resolve_target(
+    target: str,
+    *,
+    tls: bool | None = None,
+    insecure: bool = False,
+    root_ca: Path | None = None,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+    authority: str | None = None,
+) -> ResolvedConnection | tuple[ConnectionProblem, ...]:
+    """The connection rules, in one place: what ``target`` with these settings will dial, or
+    every rule they break. Pure (reads no file); ``streamer check``, the config file's
+    validation and the registry the running host dials with all call it.
+
+    - TLS or plaintext: ``tls=None`` decides as the config file does (plaintext with
+      ``insecure``, or to a loopback target without TLS files; TLS otherwise, with the system's
+      roots unless ``root_ca`` is set); ``True``/``False`` is the caller's explicit choice.
+    - ``client_cert`` and ``client_key`` are given together.
+    - ``insecure`` contradicts TLS files, and an explicit ``tls=True``.
+    - Plaintext leaves this machine only with ``insecure`` (an address list: unless every
+      address is loopback).
+    - ``authority``, when given, is not blank; TLS to an address list (``ipv4:A,B``, from
+      ``[cloud] targets``) needs it: one connection checks one name for every address.
+    """
+    problems: list[ConnectionProblem] = []
+    if not isinstance(target, str) or not target.strip():
+        problems.append(ConnectionProblem("target", f"expected a 'host:port', got {target!r}"))
+        target = ""
+    files = root_ca is not None or client_cert is not None or client_key is not None
+    pair = _pair_problem(client_cert, client_key)
+    if pair is not None:
+        problems.append(pair)
+    if insecure and (files or tls is True):
+        problems.append(
+            ConnectionProblem(
+                "insecure", "expected false when root_ca or client_cert is set, got true"
+            )
+        )
+    if tls is None:
+        tls = not insecure and (files or not (target and is_loopback(target)))
+    elif not tls and files:
+        problems.append(
+            ConnectionProblem("tls", "TLS files are set but the connection is plaintext")
+        )
+    if target and not tls and not insecure and not is_loopback(target):
+        problems.append(
+            ConnectionProblem(
+                "insecure",
+                f"refusing plaintext connection to non-loopback target {target!r}: "
+                "configure TLS, or set insecure = true to allow it explicitly",
+            )
+        )
+    if authority is not None and not authority.strip():
+        problems.append(
+            ConnectionProblem("authority", f"expected a non-empty string, got {authority!r}")
+        )
+    elif authority is None and tls and len(_addresses(target)) > 1:
+        # Without authority gRPC would check the joined list, which no certificate carries.
+        problems.append(
+            ConnectionProblem(
+                "authority",
+                "expected the name every replica's certificate carries (TLS to several targets "
+                "checks each one against that name), got nothing",
+            )
+        )
+    if problems:
+        return tuple(problems)
+    return ResolvedConnection(
+        target,
+        tls,
+        authority,
+        root_ca if tls else None,
+        client_cert if tls else None,
+        client_key if tls else None,
+    )
+
+
+def _addresses(target: str) -> tuple[str, ...]:
+    """Each address of an address-list target (``ipv4:A,B``), else the target itself."""
+    if target.startswith(("ipv4:", "ipv6:")):
+        return tuple(target[len("ipv4:") :].split(","))
+    return (target,)
+
+
 def load_tls_files(
     root_ca: Path | None, client_cert: Path | None, client_key: Path | None
 ) -> tuple[bytes | None, bytes | None, bytes | None]:
@@ -235,8 +339,9 @@ def load_tls_files(
 
     Every failure names the file and what is wrong with it.
     """
-    if (client_cert is None) != (client_key is None):
-        raise RegistryError("TLS client_cert and client_key must be given together")
+    pair = _pair_problem(client_cert, client_key)
+    if pair is not None:
+        raise RegistryError(f"TLS {pair}")
     root = read_pem(root_ca, "root CA certificate") if root_ca else None
     if root is not None and (
         b"-----BEGIN CERTIFICATE-----" not in root or b"-----END CERTIFICATE-----" not in root
@@ -313,9 +418,7 @@ class ResolvedConnection:
     def addresses(self) -> tuple[str, ...]:
         """The server addresses dialled: each of an address list (``ipv4:A,B``, from
         ``[cloud] targets``), else the one target."""
-        if self.target.startswith(("ipv4:", "ipv6:")):
-            return tuple(self.target[len("ipv4:") :].split(","))
-        return (self.target,)
+        return _addresses(self.target)
 
     def checked_name(self) -> str:
         """The host name the server's certificate must match (authority, else target host)."""

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from streamer.client.defaults import GUARD_CONFIRMATIONS, GUARD_MAX_DELETE_FRACTION
 from streamer.wire.digest import Digester
 
 __all__ = ["Guard", "GuardPolicy", "Hold", "Verdict"]
@@ -52,8 +53,8 @@ class GuardPolicy:
     """``threshold``: fraction of the held keys a batch may delete (0 = guard off);
     ``confirmations``: how many further calls must serve the same held snapshot."""
 
-    threshold: float = 0.5
-    confirmations: int = 2
+    threshold: float = GUARD_MAX_DELETE_FRACTION
+    confirmations: int = GUARD_CONFIRMATIONS
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:

@@ -37,7 +37,9 @@ from streamer.client.connection import (
     load_tls_files,
     magma_settings,
     read_control_proxy,
+    resolve_target,
 )
+from streamer.client.defaults import MAX_RECEIVE_MESSAGE_MB, STREAMING_INTERVAL
 
 __all__ = [
     "DEFAULT_KEEPALIVE_TIME",
@@ -61,8 +63,7 @@ PICK_FIRST_SHUFFLED = json.dumps(
 )
 """The channels' service config (gRFC A62; honoured by grpcio 1.62 and later)."""
 
-# gRPC's default receive limit is 4 MiB; Magma users hit it with ~18k subscribers.
-DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH = 64 * 1024 * 1024
+DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH = MAX_RECEIVE_MESSAGE_MB * 1024 * 1024
 
 
 class GatewayRegistry(Protocol):
@@ -86,8 +87,11 @@ class TLSConfig:
     client_key: Path | None = None
 
     def __post_init__(self) -> None:
-        if (self.client_cert is None) != (self.client_key is None):
-            raise RegistryError("TLS client_cert and client_key must be given together")
+        found = resolve_target(
+            "tls", tls=True, client_cert=self.client_cert, client_key=self.client_key
+        )
+        if isinstance(found, tuple):
+            raise RegistryError("TLS " + "; ".join(str(p) for p in found))
 
     def credentials(self) -> grpc.ChannelCredentials:
         return _credentials(load_tls_files(self.root_ca, self.client_cert, self.client_key))
@@ -187,17 +191,21 @@ class StaticRegistry:
         keepalive_time: float = DEFAULT_KEEPALIVE_TIME,
         keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
         max_receive_message_length: int = DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH,
-        max_reconnect_backoff: float = 20.0,
+        max_reconnect_backoff: float = STREAMING_INTERVAL,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        if not target or not isinstance(target, str):
-            raise RegistryError(f"target must be a non-empty 'host:port' string, got {target!r}")
+        resolved = resolve_target(
+            target,
+            tls=tls is not None,
+            insecure=insecure,
+            root_ca=tls.root_ca if tls else None,
+            client_cert=tls.client_cert if tls else None,
+            client_key=tls.client_key if tls else None,
+            authority=authority,
+        )
+        if isinstance(resolved, tuple):
+            raise RegistryError("; ".join(str(p) for p in resolved))
         if tls is None and not is_loopback(target):
-            if not insecure:
-                raise RegistryError(
-                    f"refusing plaintext connection to non-loopback target {target!r}: "
-                    "configure TLS, or set insecure = true to allow it explicitly"
-                )
             log.warning("plaintext (insecure) connection to %s", target)
         if keepalive_time <= 0 or keepalive_timeout <= 0:
             raise RegistryError("keepalive_time and keepalive_timeout must be positive")
@@ -208,14 +216,7 @@ class StaticRegistry:
         self.authority = authority
         self.max_receive_message_length = max_receive_message_length
         self._tls = RotatingCredentials(tls) if tls is not None else None
-        self.connection = ResolvedConnection(
-            target,
-            tls is not None,
-            authority,
-            tls.root_ca if tls else None,
-            tls.client_cert if tls else None,
-            tls.client_key if tls else None,
-        )
+        self.connection = resolved
         opts: dict[str, Any] = {
             "grpc.keepalive_time_ms": int(keepalive_time * 1000),
             "grpc.keepalive_timeout_ms": int(keepalive_timeout * 1000),

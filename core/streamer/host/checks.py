@@ -18,21 +18,20 @@ from streamer.client.backoff import Backoff
 from streamer.client.connection import (
     RegistryError,
     ResolvedConnection,
-    is_loopback,
     load_tls_files,
     magma_settings,
 )
 from streamer.host.config import Config, ConfigError
 from streamer.host.plugins import (
-    HOOKS_GROUP,
     LISTENERS_GROUP,
     DistributionLike,
     LoadedPlugin,
     Plugin,
     Problem,
-    find_plugins,
+    find_observers,
     import_plugin,
     load_plugins,
+    schema_problems,
     select,
 )
 
@@ -41,7 +40,9 @@ __all__ = [
     "LoadFailed",
     "build_backoff",
     "check",
+    "file_problems",
     "load_hooks",
+    "load_observers",
     "resolve_connection",
 ]
 
@@ -69,13 +70,25 @@ def build_backoff(config: Config) -> Backoff:
     )
 
 
-def load_hooks(
+def file_problems(exc: ConfigError, distributions: Distributions = None) -> list[Problem]:
+    """An invalid file's whole report: each of its problems, then the problems of the enabled
+    listener plugins' tables that could be read (checked against their schemas; no factory is
+    called), so one ``streamer check`` shows everything to fix."""
+    problems = [Problem(p.key or str(exc.path), p.message) for p in exc.problems]
+    if exc.plugins:
+        dists = list(distributions() if distributions else importlib_metadata.distributions())
+        problems += schema_problems(LISTENERS_GROUP, exc.plugins, exc.plugin_tables, dists)
+    return problems
+
+
+def load_observers(
     config: Config, distributions: Iterable[DistributionLike] | None = None
 ) -> tuple[list[tuple[Plugin, object]], list[Problem]]:
-    """Import the enabled observers (``streamer.hooks``). A module is registered as it is; a
-    class or function is called with the observer's ``[hook.<name>]`` table."""
-    found = find_plugins(HOOKS_GROUP, distributions)
-    selected, problems = select(found, config.hooks)
+    """Import the enabled observers (entry-point groups ``streamer.observers`` and
+    ``streamer.hooks``). A module is registered as it is; a class or function is called with
+    the observer's ``[observer.<name>]`` table."""
+    found = find_observers(distributions)
+    selected, problems = select(found, config.observers)
     out: list[tuple[Plugin, object]] = []
     errors = list(problems)
     for plugin in selected:
@@ -85,7 +98,7 @@ def load_hooks(
             continue
         if callable(obj) and not isinstance(obj, types.ModuleType):
             try:
-                obj = obj(config.hook_table(plugin.name))
+                obj = obj(config.observer_table(plugin.name))
             except BaseException as exc:  # plugin code: SystemExit and the like are its faults
                 if isinstance(exc, KeyboardInterrupt) and _in_main_thread():
                     raise
@@ -99,6 +112,9 @@ def load_hooks(
             continue
         out.append((plugin, obj))
     return out, errors
+
+
+load_hooks = load_observers  # the 0.2 name
 
 
 def _hook_problem(plugin: Plugin, obj: object) -> Problem | None:
@@ -139,7 +155,7 @@ def check(
     dists = list(distributions() if distributions else importlib_metadata.distributions())
     result = load_plugins(LISTENERS_GROUP, config.plugins, config.plugin_tables, dists)
     problems.extend(result.problems)
-    hooks, hook_problems = load_hooks(config, dists)
+    hooks, hook_problems = load_observers(config, dists)
     problems.extend(hook_problems)
     if config.metrics.address is not None and importlib.util.find_spec("prometheus_client") is None:
         problems.append(
@@ -164,25 +180,16 @@ def resolve_connection(config: Config) -> ResolvedConnection:
         return magma_settings(
             cloud.control_proxy, override=cloud.control_proxy_override
         ).connection()
-    assert cloud.target is not None
-    tls = cloud.use_tls
-    return ResolvedConnection(
-        cloud.target,
-        tls,
-        cloud.authority,
-        cloud.root_ca if tls else None,
-        cloud.client_cert if tls else None,
-        cloud.client_key if tls else None,
-    )
+    found = cloud.connection()  # the connection rules (streamer.client.connection)
+    if isinstance(found, tuple):
+        raise RegistryError("; ".join(str(p) for p in found))
+    return found
 
 
 def _validate_connection(config: Config) -> None:
     """Check the connection settings (files readable and PEM, key matches cert, Magma's
     control_proxy.yml and its override complete) without connecting."""
-    cloud = config.require_cloud()
     build_backoff(config)
     conn = resolve_connection(config)
     if conn.tls:
         load_tls_files(conn.root_ca, conn.client_cert, conn.client_key)
-    elif not cloud.insecure and not conn.proxied and not is_loopback(conn.target):
-        raise RegistryError(f"plaintext to non-loopback target {conn.target!r} needs insecure")

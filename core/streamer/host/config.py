@@ -1,25 +1,32 @@
 """``streamer.toml``: where it is, what it may contain, and what a mistake in it looks like.
 
-Parsing is pure (``parse_config`` takes the decoded document) and strict: an unknown key, a
-wrong type or an out-of-range value is a ``ConfigError`` that names the file, the dotted key
-path, what was expected and what was found. A typo never silently falls back to a default.
+The file's shape is declared once, as typed schemas (:class:`ConfigFile` and its sections),
+validated by the same engine as plugin tables (:mod:`streamer.host.schema`): an unknown key, a
+wrong type, an out-of-range or non-finite value is a problem that names the file, the dotted
+key path, what was expected and what was found, and *every* problem of the file is reported at
+once (``ConfigError.problems``). A typo never silently falls back to a default. Defaults come
+from :mod:`streamer.client.defaults`, the client's own.
 
-This module must not import grpc or protobuf (``streamer check`` and ``streamer list`` use it).
+Parsing is pure (``parse_config`` takes the decoded document). This module must not import
+grpc or protobuf (``streamer check`` and ``streamer list`` use it).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import ipaddress
-import math
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Annotated, Any, Literal, get_args
+
+import msgspec
+from msgspec import Meta
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,10 +37,34 @@ from streamer.base.errors import StreamerError
 from streamer.base.redact import redact_text
 from streamer.client.connection import (
     CONTROL_PROXY_OVERRIDE,
-    DEFAULT_KEEPALIVE_TIME,
-    DEFAULT_KEEPALIVE_TIMEOUT,
-    is_loopback,
+    ResolvedConnection,
+    resolve_target,
     targets_uri,
+)
+from streamer.client.defaults import (
+    BACKOFF_INITIAL,
+    BACKOFF_JITTER,
+    BACKOFF_MULTIPLIER,
+    GUARD_CONFIRMATIONS,
+    GUARD_MAX_DELETE_FRACTION,
+    KEEPALIVE_TIME,
+    KEEPALIVE_TIMEOUT,
+    MAX_RECEIVE_MESSAGE_MB,
+    MAX_STREAMS_PER_CHANNEL,
+    SHUTDOWN_TIMEOUT,
+    STREAMING_INTERVAL,
+)
+from streamer.host.schema import (
+    UNIQUE,
+    Before,
+    ConfigProblems,
+    Doc,
+    FieldProblem,
+    FrozenSchema,
+    Names,
+    Rule,
+    show_value,
+    validate,
 )
 
 __all__ = [
@@ -45,6 +76,7 @@ __all__ = [
     "CloudConfig",
     "Config",
     "ConfigError",
+    "ConfigFile",
     "LogConfig",
     "MetricsConfig",
     "StreamSettings",
@@ -58,8 +90,10 @@ __all__ = [
 
 CONFIG_NAME = "streamer.toml"
 CONFIG_ENV = "STREAMER_CONFIG"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-LOG_FORMATS = ("human", "json")
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["human", "json"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 
 # gRPC channel args are C ints: milliseconds and bytes must fit in 2**31 - 1.
 _INT32_MAX = 2**31 - 1
@@ -70,49 +104,179 @@ _MAX_DURATION_S = float(threading.TIMEOUT_MAX)
 
 
 class ConfigError(StreamerError):
-    """A problem with the configuration file.
+    """Problems with the configuration file: every one found, in ``problems``.
 
-    ``path`` is the file, ``key`` the dotted key path (``""`` when the problem is the file as a
-    whole: missing, unreadable or not valid TOML).
+    ``path`` is the file; ``key`` and ``message`` are the first problem's (``key`` is ``""``
+    when the problem is the file as a whole: missing, unreadable or not valid TOML).
+    ``plugins`` and ``plugin_tables`` are what could be read of the enabled listener plugins
+    and their tables, so that ``streamer check`` can list their problems with the file's.
     """
 
     path: Path
     key: str
 
-    def __init__(self, path: Path | str, key: str, message: str) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        key: str,
+        message: str,
+        *,
+        problems: Sequence[FieldProblem] = (),
+        plugins: tuple[str, ...] = (),
+        plugin_tables: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.path = Path(path)
-        self.key = key
-        self.message = message
-        where = f"{path}: {key}: " if key else f"{path}: "
-        super().__init__(redact_text(where + message))
+        self.problems = tuple(problems) or (FieldProblem(key, message),)
+        self.key = self.problems[0].key
+        self.message = self.problems[0].message
+        self.plugins = plugins
+        self.plugin_tables: Mapping[str, Mapping[str, Any]] = plugin_tables or {}
+        if len(self.problems) == 1:
+            text = f"{path}: {self.problems[0]}"
+        else:
+            text = f"{path}: {len(self.problems)} problems:\n" + "\n".join(
+                f"  {i}. {p}" for i, p in enumerate(self.problems, 1)
+            )
+        super().__init__(redact_text(text))
 
 
-@dataclass(frozen=True, slots=True)
-class CloudConfig:
+def split_address(address: str) -> tuple[str, int] | None:
+    """``host:port`` → ``(host, port)``; IPv6 hosts in brackets (``[::1]:50051``). None when
+    it is not of that form."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isascii() or not port.isdigit() or len(port) > 5:
+        return None
+    if host.startswith("["):
+        if not host.endswith("]"):
+            return None
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return None
+        host = host[1:-1]
+    elif ":" in host or any(c.isspace() for c in host) or "/" in host:
+        return None
+    return host, int(port)
+
+
+def _address(low: int) -> Rule:
+    def ok(value: str | None) -> bool:
+        parts = split_address(value) if value is not None else ("", low)
+        return parts is not None and low <= parts[1] <= 65535
+
+    return Rule(f"host:port with a port from {low} to 65535", ok)
+
+
+Seconds = Annotated[float, Meta(gt=0, le=_MAX_DURATION_S)]
+_TLS_KEYS = ("insecure", "root_ca", "client_cert", "client_key", "authority")
+
+
+class CloudConfig(FrozenSchema, frozen=True):
     """How to reach the cloud's Streamer service (``[cloud]``).
 
-    Exactly one of ``target`` and ``control_proxy`` is set. With ``control_proxy`` the address,
-    TLS files and authority come from Magma's ``control_proxy.yml`` with
+    Exactly one of ``target``, ``targets`` and ``control_proxy`` is set. With ``control_proxy``
+    the address, TLS files and authority come from Magma's ``control_proxy.yml`` with
     ``control_proxy_override`` (default ``/var/opt/magma/configs/control_proxy.yml``) laid
     over it, key by key, as Magma reads them. ``targets`` (the file's ``targets = [...]``,
     several replicas' ``IP:port``) is dialled as the one gRPC target ``ipv4:A,B`` in
     ``target``.
     """
 
-    target: str | None = None
-    targets: tuple[str, ...] = ()
-    insecure: bool = False
-    root_ca: Path | None = None
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    authority: str | None = None
-    control_proxy: Path | None = None
-    control_proxy_override: Path | None = None
-    gateway_id: str = ""
-    max_receive_message_mb: int = 64
-    keepalive_time_s: float = DEFAULT_KEEPALIVE_TIME
-    keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT
-    max_streams_per_connection: int = 100
+    target: Annotated[str | None, Doc("host:port of the cloud's Streamer service"), _address(1)] = (
+        None
+    )
+    targets: Annotated[
+        tuple[str, ...],
+        Doc("several replicas' IP:port, instead of target (one at a time, failing over)"),
+        Rule("a non-empty array of IP:port strings", bool),
+        UNIQUE,
+    ] = ()
+    insecure: Annotated[bool, Doc("allow plaintext to a non-loopback target")] = False
+    root_ca: Annotated[Path | None, Doc("CA file to verify the server (default: system roots)")] = (
+        None
+    )
+    client_cert: Annotated[Path | None, Doc("client certificate file (with client_key)")] = None
+    client_key: Annotated[Path | None, Doc("client key file (with client_cert)")] = None
+    authority: Annotated[str | None, Doc(":authority and TLS name to send")] = None
+    control_proxy: Annotated[Path | None, Doc("Magma's control_proxy.yml, instead of target")] = (
+        None
+    )
+    control_proxy_override: Annotated[
+        Path | None, Doc("file laid over control_proxy.yml key by key")
+    ] = None
+    gateway_id: Annotated[str, Doc("gatewayId sent in each request")] = ""
+    max_receive_message_mb: Annotated[
+        int, Doc("largest batch accepted, MiB"), Meta(ge=1, le=_MAX_RECEIVE_MB)
+    ] = MAX_RECEIVE_MESSAGE_MB
+    keepalive_time_s: Annotated[
+        float, Doc("seconds between keepalive pings"), Meta(gt=0, le=_MAX_KEEPALIVE_S)
+    ] = KEEPALIVE_TIME
+    keepalive_timeout_s: Annotated[
+        float, Doc("seconds to wait for a ping's answer"), Meta(gt=0, le=_MAX_KEEPALIVE_S)
+    ] = KEEPALIVE_TIMEOUT
+    max_streams_per_connection: Annotated[
+        int, Doc("streams sharing one HTTP/2 connection"), Meta(ge=1, le=_INT32_MAX)
+    ] = MAX_STREAMS_PER_CHANNEL
+
+    def __post_init__(self) -> None:
+        if self.targets and self.target is None:
+            target = _list_target(self.targets)  # check() says what is wrong with a bad list
+            if target is not None:
+                msgspec.structs.force_setattr(self, "target", target)
+        if self.control_proxy is not None and self.control_proxy_override is None:
+            msgspec.structs.force_setattr(self, "control_proxy_override", CONTROL_PROXY_OVERRIDE)
+
+    def _given(self) -> list[str]:
+        """Which of target, targets and control_proxy the file sets."""
+        listed = self.targets and self.target in (None, _list_target(self.targets))
+        target = self.target is not None and not listed
+        flags = (target, bool(self.targets), self.control_proxy is not None)
+        names = ("target", "targets", "control_proxy")
+        return [k for k, on in zip(names, flags, strict=True) if on]
+
+    def check(self) -> Iterator[tuple[str, str]]:
+        given = self._given()
+        if len(given) > 1:
+            yield (
+                given[1],
+                f"expected one of target, targets and control_proxy, got both {given[0]} and "
+                f"{given[1]}",
+            )
+        if not given:
+            yield (
+                "",
+                "expected a target (host:port), targets (a list of IP:port) or a control_proxy "
+                "path, got none",
+            )
+        if self.control_proxy is None and self.control_proxy_override is not None and given:
+            yield "control_proxy_override", f"only allowed with control_proxy, got {given[0]}"
+        if self.targets:
+            yield from _target_problems(self.targets)
+        if self.control_proxy is not None:
+            for key in _TLS_KEYS:
+                value = getattr(self, key)
+                if value not in (None, False):
+                    yield (
+                        key,
+                        "not allowed with control_proxy (control_proxy.yml sets it), got "
+                        + show_value(str(value) if isinstance(value, Path) else value),
+                    )
+        elif len(given) == 1 and self.target is not None:
+            found = self.connection()
+            if isinstance(found, tuple):
+                yield from ((p.key, p.message) for p in found)
+
+    def connection(self) -> ResolvedConnection | tuple[Any, ...]:
+        """What ``target`` resolves to under the connection rules
+        (:func:`streamer.client.connection.resolve_target`), or the rules it breaks."""
+        return resolve_target(
+            self.target or "",
+            insecure=self.insecure,
+            root_ca=self.root_ca,
+            client_cert=self.client_cert,
+            client_key=self.client_key,
+            authority=self.authority,
+        )
 
     @property
     def use_tls(self) -> bool:
@@ -122,15 +286,67 @@ class CloudConfig:
         TLS file is configured; TLS otherwise (system roots unless ``root_ca`` is set).
         Meaningless with ``control_proxy`` (``control_proxy.yml`` decides).
         """
-        if self.insecure:
-            return False
-        if self.root_ca or self.client_cert or self.client_key:
-            return True
-        return not (self.target is not None and is_loopback(self.target))
+        found = self.connection()
+        return found.tls if isinstance(found, ResolvedConnection) else not self.insecure
 
     @property
     def max_receive_message_bytes(self) -> int:
         return self.max_receive_message_mb * 1024 * 1024
+
+    def resolved(self, base: Path) -> CloudConfig:
+        """Relative file paths made relative to ``base`` (the config file's directory)."""
+        changes = {
+            key: base / value
+            for key in (
+                "root_ca",
+                "client_cert",
+                "client_key",
+                "control_proxy",
+                "control_proxy_override",
+            )
+            if isinstance(value := getattr(self, key), Path) and not value.is_absolute()
+        }
+        return msgspec.structs.replace(self, **changes) if changes else self
+
+
+def _list_target(targets: tuple[str, ...]) -> str | None:
+    try:
+        return targets_uri(targets)
+    except ValueError:
+        return None
+
+
+def _target_problems(targets: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """Each unusable address of ``targets``, else the list's own problem (mixed families)."""
+    bad = False
+    for i, address in enumerate(targets):
+        try:
+            targets_uri([address])
+        except ValueError as exc:
+            bad = True
+            yield f"targets[{i}]", str(exc)
+    if not bad and _list_target(targets) is None:
+        try:
+            targets_uri(targets)
+        except ValueError as exc:
+            yield "targets", str(exc)
+
+
+def _is_off(value: object) -> bool:
+    return value is False or (isinstance(value, str) and value.strip().lower() == "off")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_FRACTION_OR_OFF = Rule(
+    'a fraction from 0 to 1 or "off"', lambda v: _is_off(v) or (_number(v) and 0 <= v <= 1)
+)
+_SECONDS_OR_OFF = Rule(
+    'a number of seconds >= 0 or "off"',
+    lambda v: _is_off(v) or (_number(v) and 0 <= v <= _MAX_DURATION_S),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +359,8 @@ class StreamSettings:
     held snapshot before it is applied; ``max_staleness``: seconds a stream may go without an
     applied batch or a confirmed sync before ``/readyz`` calls it stale (None = never)."""
 
-    guard_max_delete_fraction: float = 0.5
-    guard_confirmations: int = 2
+    guard_max_delete_fraction: float = GUARD_MAX_DELETE_FRACTION
+    guard_confirmations: int = GUARD_CONFIRMATIONS
     max_staleness: float | None = None
 
 
@@ -152,37 +368,150 @@ PLUGIN_STREAMING_KEYS = tuple(StreamSettings.__dataclass_fields__)
 """Keys of ``[plugin.<name>]`` that the host reads (and never passes to the plugin)."""
 
 
-@dataclass(frozen=True, slots=True)
-class StreamingConfig:
+class StreamingConfig(FrozenSchema, frozen=True):
     """Per-stream cadence and retry policy (``[streaming]``); all values in seconds, and the
-    safe-sync defaults (:class:`StreamSettings`)."""
+    safe-sync defaults (:class:`StreamSettings`; "off" / false is read as 0.0 for the guard
+    and None for staleness)."""
 
-    interval: float = 20.0
-    backoff_initial: float = 1.0
-    backoff_multiplier: float = 1.6
-    backoff_jitter: float = 0.2
-    backoff_max: float = 20.0
-    shutdown_timeout: float = 10.0
-    guard_max_delete_fraction: float = 0.5
-    guard_confirmations: int = 2
-    max_staleness: float | None = None
+    interval: Annotated[Seconds, Doc("wait before a new call after a call ends")] = (
+        STREAMING_INTERVAL
+    )
+    backoff_initial: Annotated[Seconds, Doc("first retry delay after a failure")] = BACKOFF_INITIAL
+    backoff_multiplier: Annotated[
+        float, Doc("growth of the retry delay"), Meta(ge=1, le=_MAX_DURATION_S)
+    ] = BACKOFF_MULTIPLIER
+    backoff_jitter: Annotated[float, Doc("random spread of each delay"), Meta(ge=0, lt=1)] = (
+        BACKOFF_JITTER
+    )
+    # None: the interval (a fleet spreads its reconnects over one poll period), but never
+    # below backoff_initial so a sub-second test interval needs no extra setting.
+    backoff_max: Annotated[Seconds | None, Doc("cap of the retry delay (default: interval)")] = None
+    shutdown_timeout: Annotated[
+        float, Doc("wait for running updates at shutdown"), Meta(ge=0, le=_MAX_DURATION_S)
+    ] = SHUTDOWN_TIMEOUT
+    guard_max_delete_fraction: Annotated[
+        float | bool | str,
+        Doc('hold a batch deleting more than this fraction of a stream (0, "off": never)'),
+        _FRACTION_OR_OFF,
+    ] = GUARD_MAX_DELETE_FRACTION
+    guard_confirmations: Annotated[
+        int,
+        Doc("further calls that must serve a held snapshot before it is applied"),
+        Rule("an integer from 1 to 1000", lambda v: 1 <= v <= 1000),
+    ] = GUARD_CONFIRMATIONS
+    max_staleness: Annotated[
+        float | bool | str | None,
+        Doc('seconds without a confirmed sync before /readyz says stale (0, "off": never)'),
+        _SECONDS_OR_OFF,
+    ] = None
+
+    def __post_init__(self) -> None:
+        if self.backoff_max is None:
+            msgspec.structs.force_setattr(
+                self, "backoff_max", max(self.interval, self.backoff_initial)
+            )
+        guard = self.guard_max_delete_fraction
+        if _is_off(guard):
+            msgspec.structs.force_setattr(self, "guard_max_delete_fraction", 0.0)
+        elif isinstance(guard, (int, float)):
+            msgspec.structs.force_setattr(self, "guard_max_delete_fraction", float(guard))
+        stale = self.max_staleness
+        if _is_off(stale) or stale == 0:
+            msgspec.structs.force_setattr(self, "max_staleness", None)
+        elif isinstance(stale, (int, float)):
+            msgspec.structs.force_setattr(self, "max_staleness", float(stale))
+
+    def settings(self) -> StreamSettings:
+        """The safe-sync settings, typed."""
+        fraction, stale = self.guard_max_delete_fraction, self.max_staleness
+        assert isinstance(fraction, float) and (stale is None or isinstance(stale, float))
+        return StreamSettings(fraction, self.guard_confirmations, stale)
+
+    @property
+    def max_backoff(self) -> float:
+        """``backoff_max``, always set after construction."""
+        assert self.backoff_max is not None
+        return self.backoff_max
+
+    def check(self) -> Iterator[tuple[str, str]]:
+        if self.max_backoff < self.backoff_initial:
+            yield (
+                "backoff_max",
+                f"expected a number >= backoff_initial ({self.backoff_initial!r}), "
+                f"got {show_value(self.backoff_max)}",
+            )
 
 
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    """``[metrics]``: ``address`` None means the metrics/health endpoint is off.
-    ``remote_release``: accept ``POST /release`` (``streamer release``) although the endpoint
-    listens off loopback; off by default, as anyone who reaches the port could then apply a
-    held snapshot."""
+class MetricsConfig(FrozenSchema, frozen=True):
+    """``[metrics]``: ``address`` None means the metrics/health endpoint is off."""
 
-    address: str | None = None
-    remote_release: bool = False
+    address: Annotated[
+        str | None, Doc("host:port of /metrics, /healthz, /status (port 0: any)"), _address(0)
+    ] = None
+    remote_release: Annotated[
+        bool, Doc("serve POST /release (streamer release) although address is not loopback")
+    ] = False
 
 
-@dataclass(frozen=True, slots=True)
-class LogConfig:
-    level: str = "INFO"
-    format: str = "human"
+class LogConfig(FrozenSchema, frozen=True):
+    """``[log]``."""
+
+    level: Annotated[LogLevel, Doc("least severe level logged"), Before(str.upper)] = "INFO"
+    format: Annotated[LogFormat, Doc("human lines or one JSON object per line")] = "human"
+
+
+_NAMES_DOC = "names of the {} to enable (entry points in {})"
+
+
+class ConfigFile(FrozenSchema, frozen=True, kw_only=True):
+    """The whole ``streamer.toml``. Tables ``[plugin.NAME]`` / ``[observer.NAME]`` are each
+    plugin's own, validated by the plugin's schema."""
+
+    cloud: Annotated[CloudConfig | None, Doc("how to reach the cloud")] = None
+    streaming: Annotated[StreamingConfig, Doc("cadence and retries")] = msgspec.field(
+        default_factory=StreamingConfig
+    )
+    plugins: Annotated[Names, Doc(_NAMES_DOC.format("listener plugins", "streamer.listeners"))] = ()
+    observers: Annotated[
+        Names, Doc(_NAMES_DOC.format("observers", "streamer.observers / streamer.hooks"))
+    ] = ()
+    hooks: Annotated[Names, Doc("deprecated spelling of observers")] = ()
+    plugin: Annotated[dict[str, Any], Doc("[plugin.NAME]: each listener plugin's table")] = (
+        msgspec.field(default_factory=dict)
+    )
+    observer: Annotated[dict[str, Any], Doc("[observer.NAME]: each observer's table")] = (
+        msgspec.field(default_factory=dict)
+    )
+    hook: Annotated[dict[str, Any], Doc("deprecated spelling of observer")] = msgspec.field(
+        default_factory=dict
+    )
+    metrics: Annotated[MetricsConfig, Doc("the metrics/health endpoint")] = msgspec.field(
+        default_factory=MetricsConfig
+    )
+    log: Annotated[LogConfig, Doc("logging")] = msgspec.field(default_factory=LogConfig)
+
+
+def _both_spellings(
+    observers: object, hooks: object, observer: object, hook: object
+) -> list[tuple[str, str]]:
+    out = []
+    if observers and hooks:
+        out.append(
+            (
+                "hooks",
+                "expected observers or its deprecated spelling hooks, got both; "
+                "move the names to observers",
+            )
+        )
+    if observer and hook:
+        out.append(
+            (
+                "hook",
+                "expected [observer.NAME] tables or their deprecated spelling "
+                "[hook.NAME], got both; rename the [hook.NAME] tables",
+            )
+        )
+    return out
 
 
 def _empty_tables() -> Mapping[str, Mapping[str, Any]]:
@@ -191,34 +520,43 @@ def _empty_tables() -> Mapping[str, Mapping[str, Any]]:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The whole file. ``cloud`` is None when the file has no ``[cloud]`` table (enough for
-    ``streamer list``; the host calls ``require_cloud()``)."""
+    """The whole file, validated. ``cloud`` is None when the file has no ``[cloud]`` table
+    (enough for ``streamer list``; the host calls ``require_cloud()``). ``deprecations`` are
+    warnings for spellings still accepted (``hooks``), shown by ``check`` and at start."""
 
     path: Path
     cloud: CloudConfig | None = None
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     plugins: tuple[str, ...] = ()
-    hooks: tuple[str, ...] = ()
+    observers: tuple[str, ...] = ()
     plugin_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty_tables)
-    hook_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty_tables)
+    observer_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty_tables)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    deprecations: tuple[str, ...] = ()
     # [plugin.<name>] keys the host reads (PLUGIN_STREAMING_KEYS), validated, per plugin
     plugin_streaming: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty_tables)
 
     def stream_settings(self, name: str) -> StreamSettings:
         """Plugin ``name``'s safe-sync settings: ``[streaming]``, overridden by its table."""
-        s = self.streaming
-        base = {k: getattr(s, k) for k in PLUGIN_STREAMING_KEYS}
-        return StreamSettings(**{**base, **self.plugin_streaming.get(name, {})})
+        base = self.streaming.settings()
+        overrides = self.plugin_streaming.get(name)
+        return dataclasses.replace(base, **overrides) if overrides else base
+
+    @property
+    def hooks(self) -> tuple[str, ...]:
+        """Deprecated name of ``observers``."""
+        return self.observers
 
     def plugin_table(self, name: str) -> dict[str, Any]:
         """A fresh copy of ``[plugin.<name>]`` for the plugin's factory (``{}`` when absent)."""
         return copy.deepcopy(dict(self.plugin_tables.get(name, {})))
 
-    def hook_table(self, name: str) -> dict[str, Any]:
-        """A fresh copy of ``[hook.<name>]`` (``{}`` when absent)."""
-        return copy.deepcopy(dict(self.hook_tables.get(name, {})))
+    def observer_table(self, name: str) -> dict[str, Any]:
+        """A fresh copy of ``[observer.<name>]`` (``{}`` when absent)."""
+        return copy.deepcopy(dict(self.observer_tables.get(name, {})))
+
+    hook_table = observer_table
 
     def require_cloud(self) -> CloudConfig:
         if self.cloud is None:
@@ -296,41 +634,61 @@ def config_from_text(text: str, path: Path) -> Config:
     return parse_config(data, path)
 
 
-_TOP_KEYS = ("cloud", "streaming", "plugins", "hooks", "plugin", "hook", "metrics", "log")
-_CLOUD_KEYS = tuple(CloudConfig.__dataclass_fields__)
-_STREAMING_KEYS = tuple(StreamingConfig.__dataclass_fields__)
-_TLS_KEYS = ("insecure", "root_ca", "client_cert", "client_key", "authority")
-
-
 def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     """Validate a decoded document. Pure: touches no files (relative paths in it are resolved
-    against ``path``'s directory, which need not exist)."""
-    v = _Validator(Path(path))
-    top = v.table(data, "", _TOP_KEYS)
-    plugins = v.names(top, "plugins")
-    hooks = v.names(top, "hooks")
+    against ``path``'s directory, which need not exist). ``ConfigError`` lists every problem."""
+    path = Path(path)
+    problems: list[FieldProblem] = []
+    doc: ConfigFile | None = None
+    try:
+        doc = validate(ConfigFile, data)
+    except ConfigProblems as exc:
+        problems += exc.problems
+    raw: Mapping[str, Any] = data if isinstance(data, Mapping) else {}
+    # Checked on the raw document, so that it is reported whatever else is wrong.
+    spellings = [raw.get(k) for k in ("observers", "hooks", "observer", "hook")]
+    problems += (FieldProblem(k, m) for k, m in _both_spellings(*spellings))
+    plugins = _raw_names(raw.get("plugins"))
+    names_key = "hooks" if "hooks" in raw and "observers" not in raw else "observers"
+    observers = _raw_names(raw.get(names_key))
     plugin_tables, plugin_streaming = _split_plugin_tables(
-        v, v.sub_tables(top, "plugin", plugins, "plugins")
+        _sub_tables(raw, "plugin", plugins, "plugins", problems), problems
     )
+    table_key = "hook" if "hook" in raw and "observer" not in raw else "observer"
+    observer_tables = _sub_tables(raw, table_key, observers, names_key, problems)
+    if problems or doc is None:
+        raise ConfigError(
+            path, "", "", problems=problems, plugins=plugins, plugin_tables=plugin_tables
+        )
+    deprecations = []
+    if doc.hooks:
+        deprecations.append(
+            f"{path}: hooks: deprecated key; write observers = {list(doc.hooks)!r} instead"
+        )
+    if doc.hook:
+        names = ", ".join(f"[hook.{n}]" for n in doc.hook)
+        deprecations.append(f"{path}: hook: deprecated tables {names}; rename them [observer.NAME]")
     return Config(
-        path=Path(path),
-        cloud=_cloud(v, top["cloud"]) if "cloud" in top else None,
-        streaming=_streaming(v, top.get("streaming", {})),
+        path=path,
+        cloud=doc.cloud.resolved(path.parent) if doc.cloud is not None else None,
+        streaming=doc.streaming,
         plugins=plugins,
-        hooks=hooks,
+        observers=observers,
         plugin_tables=plugin_tables,
-        hook_tables=v.sub_tables(top, "hook", hooks, "hooks"),
-        metrics=_metrics(v, top.get("metrics", {})),
-        log=_log(v, top.get("log", {})),
+        observer_tables=observer_tables,
+        metrics=doc.metrics,
+        log=doc.log,
+        deprecations=tuple(deprecations),
         plugin_streaming=plugin_streaming,
     )
 
 
 def _split_plugin_tables(
-    v: _Validator, tables: Mapping[str, Mapping[str, Any]]
+    tables: Mapping[str, Mapping[str, Any]], problems: list[FieldProblem]
 ) -> tuple[Mapping[str, Mapping[str, Any]], Mapping[str, Mapping[str, Any]]]:
     """Take the host's keys (PLUGIN_STREAMING_KEYS) out of each ``[plugin.<name>]`` table:
-    (the tables the factories get, the validated overrides)."""
+    (the tables the factories get, the overrides, validated as the ``[streaming]`` keys of
+    the same names are)."""
     own: dict[str, Mapping[str, Any]] = {}
     host: dict[str, Mapping[str, Any]] = {}
     for name, table in tables.items():
@@ -338,396 +696,51 @@ def _split_plugin_tables(
         if not ours:
             own[name] = table
             continue
-        prefix = _join("plugin", name)
-        host[name] = MappingProxyType(_stream_settings(v, ours, prefix))
         own[name] = MappingProxyType({k: x for k, x in table.items() if k not in ours})
+        try:
+            read = validate(StreamingConfig, ours, where=_join("plugin", name)).settings()
+        except ConfigProblems as exc:
+            problems += exc.problems
+            continue
+        host[name] = MappingProxyType({k: getattr(read, k) for k in ours})
     return MappingProxyType(own), MappingProxyType(host)
 
 
-def _stream_settings(v: _Validator, t: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """The safe-sync keys present in ``t`` (``[streaming]`` or a plugin table), validated."""
-    out: dict[str, Any] = {}
-    key = f"{prefix}.guard_max_delete_fraction"
-    if "guard_max_delete_fraction" in t:
-        out["guard_max_delete_fraction"] = v.fraction_or_off(t, key)
-    if "guard_confirmations" in t:
-        out["guard_confirmations"] = v.integer(
-            t, f"{prefix}.guard_confirmations", 2, minimum=1, maximum=1000
-        )
-    if "max_staleness" in t:
-        out["max_staleness"] = v.seconds_or_off(t, f"{prefix}.max_staleness")
-    return out
+def _raw_names(value: object) -> tuple[str, ...]:
+    """The usable names of a ``plugins`` / ``observers`` value, whatever else is wrong with it
+    (its problems are the schema's to report)."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(dict.fromkeys(v for v in value if isinstance(v, str) and v.strip()))
 
 
-def _cloud(v: _Validator, raw: object) -> CloudConfig:
-    t = v.table(raw, "cloud", _CLOUD_KEYS)
-    given = [k for k in ("target", "targets", "control_proxy") if k in t]
-    if len(given) > 1:
-        v.fail(
-            f"cloud.{given[1]}",
-            f"expected one of target, targets and control_proxy, got both {given[0]} and "
-            f"{given[1]}",
-        )
-    if not given:
-        v.fail(
-            "cloud",
-            "expected a target (host:port), targets (a list of IP:port) or a control_proxy "
-            "path, got none",
-        )
-    if "control_proxy_override" in t and "control_proxy" not in t:
-        v.fail("cloud.control_proxy_override", f"only allowed with control_proxy, got {given[0]}")
-    if "control_proxy" in t:
-        for key in _TLS_KEYS:
-            if key in t:
-                v.fail(
-                    f"cloud.{key}",
-                    "not allowed with control_proxy (control_proxy.yml sets it), got "
-                    + _show(t[key]),
-                )
-    target = v.address(t, "cloud.target", allow_port_zero=False) if "target" in t else None
-    targets = v.addresses(t, "cloud.targets") if "targets" in t else ()
-    cloud = CloudConfig(
-        target=targets_uri(targets) if targets else target,
-        targets=targets,
-        insecure=v.boolean(t, "cloud.insecure", False),
-        root_ca=v.path(t, "cloud.root_ca"),
-        client_cert=v.path(t, "cloud.client_cert"),
-        client_key=v.path(t, "cloud.client_key"),
-        authority=v.string(t, "cloud.authority", None, nonempty=True),
-        control_proxy=v.path(t, "cloud.control_proxy"),
-        control_proxy_override=(
-            v.path(t, "cloud.control_proxy_override") or CONTROL_PROXY_OVERRIDE
-            if "control_proxy" in t
-            else None
-        ),
-        gateway_id=v.string(t, "cloud.gateway_id", "") or "",
-        max_receive_message_mb=v.integer(
-            t, "cloud.max_receive_message_mb", 64, minimum=1, maximum=_MAX_RECEIVE_MB
-        ),
-        keepalive_time_s=v.number(
-            t, "cloud.keepalive_time_s", DEFAULT_KEEPALIVE_TIME, maximum=_MAX_KEEPALIVE_S
-        ),
-        keepalive_timeout_s=v.number(
-            t, "cloud.keepalive_timeout_s", DEFAULT_KEEPALIVE_TIMEOUT, maximum=_MAX_KEEPALIVE_S
-        ),
-        max_streams_per_connection=v.integer(
-            t, "cloud.max_streams_per_connection", 100, minimum=1, maximum=_INT32_MAX
-        ),
-    )
-    if (cloud.client_cert is None) != (cloud.client_key is None):
-        have, missing = (
-            ("client_cert", "client_key")
-            if cloud.client_key is None
-            else ("client_key", "client_cert")
-        )
-        v.fail(f"cloud.{missing}", f"expected a path because {have} is set, got nothing")
-    if cloud.insecure and (cloud.root_ca or cloud.client_cert):
-        v.fail("cloud.insecure", "expected false when root_ca or client_cert is set, got true")
-    if len(targets) > 1 and cloud.use_tls and cloud.authority is None:
-        # One connection holds every address and checks one name for all of them; without
-        # authority gRPC would check the joined list, which no certificate carries.
-        v.fail(
-            "cloud.authority",
-            "expected the name every replica's certificate carries (TLS to several targets "
-            "checks each one against that name), got nothing",
-        )
-    return cloud
-
-
-def _streaming(v: _Validator, raw: object) -> StreamingConfig:
-    t = v.table(raw, "streaming", _STREAMING_KEYS)
-    interval = v.number(t, "streaming.interval", 20.0)
-    initial = v.number(t, "streaming.backoff_initial", 1.0)
-    multiplier = v.number(t, "streaming.backoff_multiplier", 1.6, minimum=1.0, positive=False)
-    jitter = v.number(t, "streaming.backoff_jitter", 0.2, minimum=0.0, below=1.0, positive=False)
-    # Defaults to the interval (a fleet spreads its reconnects over one poll period), but never
-    # below backoff_initial so a sub-second test interval needs no extra setting.
-    backoff_max = v.number(t, "streaming.backoff_max", max(interval, initial))
-    if backoff_max < initial:
-        v.fail(
-            "streaming.backoff_max",
-            f"expected a number >= backoff_initial ({initial!r}), got {_show(backoff_max)}",
-        )
-    shutdown = v.number(t, "streaming.shutdown_timeout", 10.0, minimum=0.0, positive=False)
-    return StreamingConfig(
-        interval,
-        initial,
-        multiplier,
-        jitter,
-        backoff_max,
-        shutdown,
-        **_stream_settings(v, t, "streaming"),
-    )
-
-
-def _metrics(v: _Validator, raw: object) -> MetricsConfig:
-    t = v.table(raw, "metrics", ("address", "remote_release"))
-    address = v.address(t, "metrics.address", allow_port_zero=True) if "address" in t else None
-    return MetricsConfig(address, v.boolean(t, "metrics.remote_release", False))
-
-
-def _log(v: _Validator, raw: object) -> LogConfig:
-    t = v.table(raw, "log", ("level", "format"))
-    level = v.choice(t, "log.level", "INFO", LOG_LEVELS, upper=True)
-    fmt = v.choice(t, "log.format", "human", LOG_FORMATS, upper=False)
-    return LogConfig(level, fmt)
-
-
-# --- validation primitives ------------------------------------------------------------------
-
-
-def _show(value: object) -> str:
-    """``'abc' (str)``: the value and its TOML-ish type, shortened."""
-    kind = {
-        bool: "boolean",
-        int: "integer",
-        float: "float",
-        str: "str",
-        list: "array",
-        dict: "table",
-    }.get(type(value), type(value).__name__)
-    text = redact_text(repr(value))
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({kind})"
-
-
-def split_address(address: str) -> tuple[str, int] | None:
-    """``host:port`` → ``(host, port)``; IPv6 hosts in brackets (``[::1]:50051``). None when
-    it is not of that form."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isascii() or not port.isdigit() or len(port) > 5:
-        return None
-    if host.startswith("["):
-        if not host.endswith("]"):
-            return None
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            return None
-        host = host[1:-1]
-    elif ":" in host or any(c.isspace() for c in host) or "/" in host:
-        return None
-    return host, int(port)
-
-
-class _Validator:
-    """Typed getters that raise ``ConfigError`` with the key path on the first bad value."""
-
-    def __init__(self, file: Path) -> None:
-        self.file = file
-
-    def fail(self, key: str, message: str) -> NoReturn:
-        raise ConfigError(self.file, key, message)
-
-    def table(self, raw: object, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
-        if not isinstance(raw, Mapping):
-            self.fail(key, f"expected a table, got {_show(raw)}")
-        for name in raw:
-            if name not in allowed:
-                self.fail(_join(key, name), "unknown key" + _suggest(str(name), allowed))
-        return raw
-
-    def _get(self, t: Mapping[str, Any], key: str) -> Any:
-        return t[key.rpartition(".")[2]]
-
-    def _has(self, t: Mapping[str, Any], key: str) -> bool:
-        return key.rpartition(".")[2] in t
-
-    def number(
-        self,
-        t: Mapping[str, Any],
-        key: str,
-        default: float,
-        *,
-        minimum: float = 0.0,
-        positive: bool = True,
-        below: float | None = None,
-        maximum: float = _MAX_DURATION_S,
-    ) -> float:
-        if not self._has(t, key):
-            return default
-        value = self._get(t, key)
-        if positive:
-            expected = "a positive number"
-        elif below is not None:
-            expected = f"a number in [{minimum:g}, {below:g})"
-        else:
-            expected = f"a number >= {minimum:g}"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(key, f"expected {expected}, got {_show(value)}")
-        if not math.isfinite(value):
-            self.fail(key, f"expected {expected} (finite), got {_show(value)}")
-        if (positive and value <= 0) or value < minimum or (below is not None and value >= below):
-            self.fail(key, f"expected {expected}, got {_show(value)}")
-        if value > maximum:
-            self.fail(key, f"expected {expected} no larger than {maximum:g}, got {_show(value)}")
-        return float(value)
-
-    def integer(
-        self, t: Mapping[str, Any], key: str, default: int, *, minimum: int, maximum: int
-    ) -> int:
-        if not self._has(t, key):
-            return default
-        value = self._get(t, key)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"expected an integer from {minimum} to {maximum}, got {_show(value)}")
-        if not minimum <= value <= maximum:
-            self.fail(key, f"expected an integer from {minimum} to {maximum}, got {_show(value)}")
-        return value
-
-    def fraction_or_off(self, t: Mapping[str, Any], key: str) -> float:
-        """A fraction in [0, 1], or "off" / false (0.0: off)."""
-        value = self._get(t, key)
-        if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
-            return 0.0
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not 0.0 <= value <= 1.0  # NaN fails too
-        ):
-            self.fail(key, f'expected a fraction from 0 to 1 or "off", got {_show(value)}')
-        return float(value)
-
-    def seconds_or_off(self, t: Mapping[str, Any], key: str) -> float | None:
-        """Positive seconds, or "off" / false / 0 (None: off)."""
-        value = self._get(t, key)
-        if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
-            return None
-        expected = 'a number of seconds >= 0 or "off"'
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            self.fail(key, f"expected {expected}, got {_show(value)}")
-        if value > _MAX_DURATION_S:
-            self.fail(key, f"expected {expected} no larger than {_MAX_DURATION_S:g}")
-        return float(value) if value else None
-
-    def boolean(self, t: Mapping[str, Any], key: str, default: bool) -> bool:
-        if not self._has(t, key):
-            return default
-        value = self._get(t, key)
-        if not isinstance(value, bool):
-            self.fail(key, f"expected true or false, got {_show(value)}")
-        return value
-
-    def string(
-        self, t: Mapping[str, Any], key: str, default: str | None, *, nonempty: bool = False
-    ) -> str | None:
-        if not self._has(t, key):
-            return default
-        value = self._get(t, key)
-        if not isinstance(value, str):
-            self.fail(key, f"expected a string, got {_show(value)}")
-        if nonempty and not value.strip():
-            self.fail(key, f"expected a non-empty string, got {_show(value)}")
-        return value
-
-    def path(self, t: Mapping[str, Any], key: str) -> Path | None:
-        if not self._has(t, key):
-            return None
-        value = self._get(t, key)
-        if not isinstance(value, str) or not value.strip() or "\0" in value:
-            self.fail(key, f"expected a file path, got {_show(value)}")
-        p = Path(value)
-        if value.startswith("~"):
-            try:
-                p = p.expanduser()
-            except RuntimeError as exc:
-                self.fail(key, f"expected a file path, got {_show(value)} ({exc})")
-        return p if p.is_absolute() else self.file.parent / p
-
-    def address(self, t: Mapping[str, Any], key: str, *, allow_port_zero: bool) -> str:
-        value = self._get(t, key)
-        low = 0 if allow_port_zero else 1
-        expected = f"host:port with a port from {low} to 65535"
-        if not isinstance(value, str):
-            self.fail(key, f"expected {expected}, got {_show(value)}")
-        parts = split_address(value)
-        if parts is None or not low <= parts[1] <= 65535:
-            self.fail(key, f"expected {expected}, got {_show(value)}")
-        return value
-
-    def addresses(self, t: Mapping[str, Any], key: str) -> tuple[str, ...]:
-        value = self._get(t, key)
-        if not isinstance(value, list) or not value:
-            self.fail(key, f"expected a non-empty array of IP:port strings, got {_show(value)}")
-        seen: set[str] = set()
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                self.fail(f"{key}[{i}]", f"expected an IP:port string, got {_show(item)}")
-            try:
-                targets_uri([item])
-            except ValueError as exc:
-                self.fail(f"{key}[{i}]", str(exc))
-            if item in seen:
-                self.fail(f"{key}[{i}]", f"expected each address once, got {item!r} again")
-            seen.add(item)
-        try:
-            targets_uri(value)
-        except ValueError as exc:
-            self.fail(key, str(exc))
-        return tuple(value)
-
-    def choice(
-        self,
-        t: Mapping[str, Any],
-        key: str,
-        default: str,
-        choices: tuple[str, ...],
-        *,
-        upper: bool,
-    ) -> str:
-        if not self._has(t, key):
-            return default
-        value = self._get(t, key)
-        expected = "one of " + ", ".join(repr(c) for c in choices)
-        if not isinstance(value, str):
-            self.fail(key, f"expected {expected}, got {_show(value)}")
-        normal = value.upper() if upper else value
-        if normal not in choices:
-            self.fail(key, f"expected {expected}, got {_show(value)}" + _suggest(normal, choices))
-        return normal
-
-    def names(self, top: Mapping[str, Any], key: str) -> tuple[str, ...]:
-        if key not in top:
-            return ()
-        value = top[key]
-        if not isinstance(value, list):
-            self.fail(key, f"expected an array of names, got {_show(value)}")
-        seen: set[str] = set()
-        for i, item in enumerate(value):
-            if not isinstance(item, str) or not item.strip():
-                self.fail(f"{key}[{i}]", f"expected a non-empty name, got {_show(item)}")
-            if item in seen:
-                self.fail(f"{key}[{i}]", f"expected each name once, got {item!r} again")
-            seen.add(item)
-        return tuple(value)
-
-    def sub_tables(
-        self, top: Mapping[str, Any], key: str, enabled: tuple[str, ...], list_key: str
-    ) -> Mapping[str, Mapping[str, Any]]:
-        if key not in top:
-            return MappingProxyType({})
-        raw = top[key]
-        if not isinstance(raw, Mapping):
-            self.fail(key, f"expected a table of [{key}.<name>] tables, got {_show(raw)}")
-        out: dict[str, Mapping[str, Any]] = {}
-        for name, table in raw.items():
-            sub = _join(key, name)
-            if name not in enabled:
-                self.fail(
+def _sub_tables(
+    top: Mapping[str, Any],
+    key: str,
+    enabled: tuple[str, ...],
+    list_key: str,
+    problems: list[FieldProblem],
+) -> Mapping[str, Mapping[str, Any]]:
+    """``[key.<name>]`` tables of enabled names; a problem for every other one."""
+    raw = top.get(key)
+    if not isinstance(raw, Mapping):
+        return MappingProxyType({})  # absent, or the schema reports it
+    out: dict[str, Mapping[str, Any]] = {}
+    for name, table in raw.items():
+        sub = _join(key, name)
+        if name not in enabled:
+            problems.append(
+                FieldProblem(
                     sub,
                     f"table [{sub}] but {name!r} is not enabled in {list_key} = "
                     f"{list(enabled)!r}" + _typo_hint(key, name, enabled, list_key, raw),
                 )
-            if not isinstance(table, Mapping):
-                self.fail(sub, f"expected a table, got {_show(table)}")
+            )
+        elif not isinstance(table, Mapping):
+            problems.append(FieldProblem(sub, f"expected a table, got {show_value(table)}"))
+        else:
             out[name] = MappingProxyType(copy.deepcopy(dict(table)))
-        return MappingProxyType(out)
+    return MappingProxyType(out)
 
 
 def _join(prefix: str, name: object) -> str:
@@ -736,11 +749,6 @@ def _join(prefix: str, name: object) -> str:
     if not text or not all(c.isalnum() or c in "_-" for c in text):
         text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return f"{prefix}.{text}" if prefix else text
-
-
-def _suggest(word: str, options: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, options, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _typo_hint(

@@ -31,6 +31,7 @@ from streamer.client.guard import GuardPolicy
 from streamer.client.registry import (
     GatewayRegistry,
     MagmaRegistry,
+    RegistryError,
     StaticRegistry,
     TLSConfig,
 )
@@ -71,7 +72,7 @@ EXIT_LOAD_FAILED = 2
 PLUGIN_TIMEOUT = 60.0
 """Seconds the host waits for plugins to be imported and built, at start and at each reload."""
 
-RESTART_SECTIONS = ("cloud", "streaming", "hooks", "hook_tables", "metrics", "log")
+RESTART_SECTIONS = ("cloud", "streaming", "observers", "observer_tables", "metrics", "log")
 """Config sections a reload cannot apply: changing them needs a restart."""
 
 T = TypeVar("T")
@@ -95,18 +96,16 @@ def build_registry(config: Config) -> GatewayRegistry:
         "keepalive_time": cloud.keepalive_time_s,
         "keepalive_timeout": cloud.keepalive_timeout_s,
         "max_receive_message_length": cloud.max_receive_message_bytes,
-        "max_reconnect_backoff": config.streaming.backoff_max,
+        "max_reconnect_backoff": config.streaming.max_backoff,
     }
     if cloud.control_proxy is not None:
         return MagmaRegistry(cloud.control_proxy, override=cloud.control_proxy_override, **common)
-    assert cloud.target is not None
-    tls = (
-        TLSConfig(root_ca=cloud.root_ca, client_cert=cloud.client_cert, client_key=cloud.client_key)
-        if cloud.use_tls
-        else None
-    )
+    conn = cloud.connection()  # the connection rules, as `streamer check` applies them
+    if isinstance(conn, tuple):
+        raise RegistryError("; ".join(str(p) for p in conn))
+    tls = TLSConfig(conn.root_ca, conn.client_cert, conn.client_key) if conn.tls else None
     return StaticRegistry(
-        cloud.target, tls=tls, authority=cloud.authority, insecure=cloud.insecure, **common
+        conn.target, tls=tls, authority=conn.authority, insecure=cloud.insecure, **common
     )
 
 

@@ -5,8 +5,9 @@ implement are declared in :class:`ObserverSpecs` (pluggy calls them hooks, hence
 0.1 called the specs ``HookSpecs`` and this module ``streamer.hooks``; both still work, with a
 ``DeprecationWarning``.
 
-Observers are enabled by name from the ``streamer.hooks`` entry-point group (the entry point is a
-module or object with ``@hookimpl`` methods, or a factory called with the observer's config
+Observers are enabled by name (``observers = [...]`` in streamer.toml) from the
+``streamer.observers`` and ``streamer.hooks`` entry-point groups (the entry point is a module or
+object with ``@hookimpl`` methods, or a factory called with the observer's ``[observer.NAME]``
 table). The logging and metrics observers shipped with the core use the same hooks.
 
 Implementations are called in pluggy's order (``tryfirst`` ones, then the others from the last

@@ -33,6 +33,7 @@ from streamer.host.schema import ConfigProblems, schema_of, validate
 __all__ = [
     "HOOKS_GROUP",
     "LISTENERS_GROUP",
+    "OBSERVERS_GROUP",
     "DistributionLike",
     "LoadResult",
     "LoadedPlugin",
@@ -41,6 +42,7 @@ __all__ = [
     "Problem",
     "build",
     "check_stream_names",
+    "find_observers",
     "find_plugins",
     "format_problems",
     "import_plugin",
@@ -50,13 +52,16 @@ __all__ = [
     "normalize",
     "plugin_rows",
     "rows_to_json",
+    "schema_problems",
     "select",
 ]
 
 log = logging.getLogger(__name__)
 
 LISTENERS_GROUP = "streamer.listeners"
+OBSERVERS_GROUP = "streamer.observers"
 HOOKS_GROUP = "streamer.hooks"
+"""The observers' original entry-point group; read as well as ``streamer.observers``."""
 
 
 class DistributionLike(Protocol):
@@ -160,6 +165,18 @@ def find_plugins(
         for ep_name, value in eps:
             key = (normalize(dist_name), version, ep_name)
             seen.setdefault(key, Plugin(ep_name, dist_name, version, value, group))
+    return tuple(sorted(seen.values(), key=lambda p: (p.name, normalize(p.dist), p.version)))
+
+
+def find_observers(distributions: Iterable[DistributionLike] | None = None) -> tuple[Plugin, ...]:
+    """Observers from both entry-point groups, ``streamer.observers`` and ``streamer.hooks``.
+    A distribution that declares one name in both (to support old and new hosts) gives one
+    plugin, the ``streamer.observers`` one."""
+    dists = list(importlib_metadata.distributions() if distributions is None else distributions)
+    seen: dict[tuple[str, str, str], Plugin] = {}
+    for group in (OBSERVERS_GROUP, HOOKS_GROUP):
+        for plugin in find_plugins(group, dists):
+            seen.setdefault((normalize(plugin.dist), plugin.version, plugin.name), plugin)
     return tuple(sorted(seen.values(), key=lambda p: (p.name, normalize(p.dist), p.version)))
 
 
@@ -362,6 +379,34 @@ def load_plugins(
     selected, problems = select(found, enabled)
     results = [load(p, (tables or {}).get(p.name)) for p in selected]
     return _finish(found, results, problems)
+
+
+def schema_problems(
+    group: str,
+    enabled: Sequence[str],
+    tables: Mapping[str, Mapping[str, Any]] | None = None,
+    distributions: Iterable[DistributionLike] | None = None,
+) -> tuple[Problem, ...]:
+    """Every enabled plugin's table checked against its declared schema, without calling any
+    factory: what ``streamer check`` and ``streamer run`` still report when the rest of the
+    file is invalid, so that one report lists the whole file's problems."""
+    found = find_plugins(group, distributions)
+    selected, problems = select(found, enabled)
+    out = list(problems)
+    for plugin in selected:
+        factory = import_plugin(plugin)
+        if isinstance(factory, Problem):
+            out.append(factory)
+            continue
+        schema = schema_of(factory)
+        if schema is None:
+            continue
+        table = copy.deepcopy(dict((tables or {}).get(plugin.name) or {}))
+        try:
+            validate(schema, table, where=f"plugin.{plugin.name}")
+        except ConfigProblems as exc:
+            out.extend(_one_per_key(Problem(plugin.display, str(exc), (plugin,), exc)))
+    return tuple(out)
 
 
 def load_factories(

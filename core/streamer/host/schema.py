@@ -27,34 +27,42 @@ import difflib
 import functools
 import math
 import re
+import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import msgspec
 from msgspec import Meta
 
 from streamer.base.errors import StreamerError
-from streamer.base.redact import MASK, is_secret_key
-from streamer.host.config import _show
+from streamer.base.redact import MASK, is_secret_key, redact_text
 
 __all__ = [
+    "UNIQUE",
+    "Before",
     "ConfigProblems",
+    "ConfigSchema",
     "Doc",
     "FieldDoc",
     "FieldProblem",
+    "FrozenSchema",
+    "Names",
     "PluginConfig",
+    "Rule",
     "StreamNames",
     "config_schema",
     "describe_schema",
     "sample_table",
     "schema_of",
+    "show_value",
     "toml_value",
     "validate",
 ]
 
-C = TypeVar("C", bound="PluginConfig")
+C = TypeVar("C", bound="ConfigSchema | FrozenSchema")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -65,24 +73,90 @@ def Doc(description: str, **constraints: Any) -> Meta:
     return Meta(description=description, **constraints)
 
 
-class PluginConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base class of a plugin's config schema.
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A check of one field's converted value beyond its type and bounds, put in the field's
+    ``Annotated[...]``: ``ok(value)`` is false for a wrong value, and ``expected`` says what
+    was expected (``"host:port with a port from 1 to 65535"``), for a wrong type too."""
 
-    Fields are the table's keys. Override :meth:`check` for rules that span fields or need
-    more than a type (it runs only when every field is valid on its own).
+    expected: str
+    ok: Callable[[Any], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Before:
+    """A normalization of the raw value before it is checked (``str.upper`` for log levels),
+    put in the field's ``Annotated[...]``; applied to strings only."""
+
+    normalize: Callable[[str], str]
+
+
+class _Unique:
+    """Marker: the items of an array must be distinct."""
+
+
+UNIQUE = _Unique()
+
+
+class ConfigSchema(msgspec.Struct, forbid_unknown_fields=True):
+    """Base class of every declared configuration table: core sections and plugins alike.
+
+    Fields are the table's keys. A field whose type is itself a ``ConfigSchema`` is a sub-table,
+    validated with its own key path. Override :meth:`check` for rules that span fields or need
+    more than a type (it runs only when every field of this table is valid on its own).
     """
 
     def check(self) -> Iterable[tuple[str, str]]:
-        """Problems as ``(key, message)`` pairs; none by default."""
+        """Problems as ``(key, message)`` pairs (``""`` = the table itself); none by default."""
         return ()
 
 
-# A non-empty list of unique stream names, each printable and non-empty.
+class PluginConfig(ConfigSchema, kw_only=True):
+    """Base class of a plugin's config schema (keyword-only fields)."""
+
+
+class FrozenSchema(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """:class:`ConfigSchema`, immutable (the core sections of ``streamer.toml``). The engine
+    takes either: a struct with forbidden unknown fields and a ``check()`` method."""
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        """Problems as ``(key, message)`` pairs (``""`` = the table itself); none by default."""
+        return ()
+
+
+AnySchema = ConfigSchema | FrozenSchema
+
+
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+_NONBLANK = r"\S"
+_PATTERN_WORDS = {_PRINTABLE: "without control characters", _NONBLANK: "that is not blank"}
+# A list of unique names (plugins, observers), each non-blank and printable.
+Names = Annotated[tuple[Annotated[str, Meta(min_length=1, pattern=_NONBLANK)], ...], UNIQUE]
+# A non-empty list of unique stream names, each printable and non-empty.
 StreamNames = Annotated[
     tuple[Annotated[str, Meta(min_length=1, pattern=_PRINTABLE)], ...],
     Doc("stream names to receive, one listener each", min_length=1, examples=[["example"]]),
+    UNIQUE,
 ]
+
+
+def show_value(value: object) -> str:
+    """``'abc' (str)``: the value and its TOML-ish type, shortened and redacted."""
+    kind = {
+        bool: "boolean",
+        int: "integer",
+        float: "float",
+        str: "str",
+        list: "array",
+        dict: "table",
+    }.get(type(value), type(value).__name__)
+    text = redact_text(repr(value))
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({kind})"
+
+
+_show = show_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,20 +194,33 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _hints(schema: type[PluginConfig]) -> dict[str, Any]:
+def _key_path(where: str, key: str) -> str:
+    """``where`` joined with a ``check()`` key: ``""`` (the table), ``name`` or ``name[i]``."""
+    if not key:
+        return where
+    name, bracket, rest = key.partition("[")
+    return _join(where, name) + bracket + rest
+
+
+def _hints(schema: type[Any]) -> dict[str, Any]:
     return typing.get_type_hints(schema, include_extras=True)
 
 
 def validate(schema: type[C], table: Mapping[str, Any], *, where: str = "") -> C:
     """``table`` as an instance of ``schema``, or :class:`ConfigProblems` listing every problem
     (unknown keys with "did you mean", missing required keys, wrong types, values out of
-    bounds, non-finite numbers, then the schema's own :meth:`PluginConfig.check`)."""
+    bounds, non-finite numbers, field rules, sub-tables' problems with their own key paths,
+    then the schema's own :meth:`ConfigSchema.check`)."""
+    problems, config = _validate(schema, table, where)
+    if problems or config is None:
+        raise ConfigProblems(problems)
+    return config
+
+
+def _validate(schema: type[C], table: object, where: str) -> tuple[list[FieldProblem], C | None]:
     if not isinstance(table, Mapping):
-        raise ConfigProblems([FieldProblem(where, f"expected a table, got {_show(table)}")])
-    info = msgspec.inspect.type_info(schema)
-    assert isinstance(info, msgspec.inspect.StructType)
-    hints = _hints(schema)
-    fields = {f.encode_name: f for f in info.fields}
+        return [FieldProblem(where, f"expected a table, got {_show(table)}")], None
+    fields, hints = _layout(schema)
     problems: list[FieldProblem] = []
     for key in table:
         if key not in fields:
@@ -149,37 +236,116 @@ def validate(schema: type[C], table: Mapping[str, Any], *, where: str = "") -> C
             if field.required:
                 problems.append(FieldProblem(_join(where, name), f"missing: {_doc(field)}"))
             continue
-        try:
-            values[name] = msgspec.convert(table[name], hints[field.name], strict=True)
-        except msgspec.ValidationError as exc:
-            problems.append(_problem(where, name, table[name], hints[field.name], str(exc)))
-            continue
-        if hints[field.name] is StreamNames:
-            seen: set[str] = set()
-            for i, stream in enumerate(values[name]):
-                if stream in seen:
-                    problems.append(
-                        FieldProblem(
-                            f"{_join(where, name)}[{i}]",
-                            f"expected each name once, got {stream!r} again",
-                        )
-                    )
-                seen.add(stream)
-        for path, number in _floats(values[name]):
-            if not math.isfinite(number):
-                problems.append(
-                    FieldProblem(
-                        _join(where, name) + path,
-                        f"expected a finite number, got {_show(number)}",
-                    )
-                )
+        found, value = _field(where, name, table[name], hints[field.name])
+        problems += found
+        if not found:
+            values[name] = value
     if problems:
-        raise ConfigProblems(problems)
+        return problems, None
     config = schema(**{fields[k].name: v for k, v in values.items()})
-    own = [FieldProblem(_join(where, key), message) for key, message in config.check()]
-    if own:
-        raise ConfigProblems(own)
-    return config
+    own = [FieldProblem(_key_path(where, key), msg) for key, msg in config.check()]
+    return own, (None if own else config)
+
+
+_Layout = tuple[dict[str, msgspec.inspect.Field], dict[str, Any]]
+_LAYOUTS: dict[type[Any], _Layout] = {}
+
+
+def _layout(schema: type[Any]) -> _Layout:
+    """A schema's fields by key, and its type hints: computed once per schema (inspecting a
+    struct evaluates its annotations, which costs far more than validating a table)."""
+    found = _LAYOUTS.get(schema)
+    if found is None:
+        info = msgspec.inspect.type_info(schema)
+        assert isinstance(info, msgspec.inspect.StructType)
+        found = _LAYOUTS[schema] = ({f.encode_name: f for f in info.fields}, _hints(schema))
+    return found
+
+
+def _field(where: str, name: str, raw: object, hint: Any) -> tuple[list[FieldProblem], Any]:
+    """One key's problems (none: the converted value)."""
+    key = _join(where, name)
+    sub = _sub_schema(hint)
+    if sub is not None:
+        if not isinstance(raw, Mapping):
+            return [FieldProblem(key, f"expected a table, got {_show(raw)}")], None
+        return _validate(sub, raw, key)
+    extras = _metadata(hint)
+    for extra in extras:
+        if isinstance(extra, Before) and isinstance(raw, str):
+            raw = extra.normalize(raw)
+    rule = next((e for e in extras if isinstance(e, Rule)), None)
+    finite = f"{rule.expected} (finite)" if rule is not None else "a finite number"
+    infinite = [
+        FieldProblem(key + path, f"expected {finite}, got {_show(number)}")
+        for path, number in _floats(raw)
+        if not math.isfinite(number)
+    ]
+    if infinite:
+        return infinite, None
+    try:
+        value = msgspec.convert(raw, hint, strict=True, dec_hook=_decode)
+    except msgspec.ValidationError as exc:
+        if rule is not None and _TYPE_MISMATCH.match(str(exc)):
+            return [FieldProblem(key, f"expected {rule.expected}, got {_shown(name, raw)}")], None
+        return [_problem(where, name, raw, hint, str(exc))], None
+    problems: list[FieldProblem] = []
+    if UNIQUE in extras:
+        seen: set[object] = set()
+        for i, item in enumerate(value):
+            if item in seen:
+                problems.append(
+                    FieldProblem(f"{key}[{i}]", f"expected each name once, got {item!r} again")
+                )
+            seen.add(item)
+    for extra in extras:
+        if isinstance(extra, Rule) and not extra.ok(value):
+            problems.append(
+                FieldProblem(key, f"expected {extra.expected}, got {_shown(name, raw)}")
+            )
+    return problems, value
+
+
+def _shown(key: str, value: object) -> str:
+    """:func:`show_value`, masked for a secret-named key (streamer.base.redact)."""
+    return _show(MASK if is_secret_key(key) else value)
+
+
+def _decode(kind: type, raw: object) -> object:
+    """msgspec's hook for types it does not know: file paths (``~`` expanded; a relative path
+    stays relative: the config file's directory is not known here)."""
+    if kind is Path:
+        if not isinstance(raw, str) or not raw.strip() or "\0" in raw:
+            raise TypeError("expected a file path")
+        path = Path(raw)
+        if raw.startswith("~"):
+            try:
+                path = path.expanduser()
+            except RuntimeError as exc:
+                raise TypeError(f"expected a file path ({exc})") from exc
+        return path
+    raise TypeError(f"unsupported type {kind!r}")
+
+
+def _metadata(hint: Any) -> list[Any]:
+    """The ``Annotated`` extras of ``hint``, outermost first."""
+    out: list[Any] = []
+    while get_origin(hint) is Annotated:
+        args = get_args(hint)
+        out.extend(args[1:])
+        hint = args[0]
+    return out
+
+
+def _sub_schema(hint: Any) -> type[AnySchema] | None:
+    """The :class:`ConfigSchema` a field holds (``Cloud`` or ``Cloud | None``), else None."""
+    hint = _strip(hint)
+    options = get_args(hint) if get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for option in options:
+        option = _strip(option)
+        if isinstance(option, type) and issubclass(option, (ConfigSchema, FrozenSchema)):
+            return option
+    return None
 
 
 def _floats(value: object, path: str = "") -> Iterator[tuple[str, float]]:
@@ -215,31 +381,47 @@ def _at(value: object, path: str) -> object:
 
 
 def _noun(name: str) -> str:
-    return " or ".join(_NOUNS.get(part.strip(), part.strip()) for part in name.split("|"))
+    # TOML has no null: "or nothing" would only confuse.
+    parts = [part.strip() for part in name.split("|") if part.strip() != "null"]
+    return " or ".join(_NOUNS.get(part, part) for part in parts)
 
 
 def _problem(where: str, key: str, value: object, hint: Any, message: str) -> FieldProblem:
     at = _AT.search(message)
     sub_path = at.group(1) if at else ""
-    message = _AT.sub("", message).replace(
-        f"matching regex {_PRINTABLE!r}", "without control characters"
-    )
+    message = _AT.sub("", message)
+    for pattern, words in _PATTERN_WORDS.items():
+        message = message.replace(f"matching regex {pattern!r}", words)
     got = _at(value, sub_path)
     if is_secret_key(key) or is_secret_key(sub_path):
         got = MASK  # a secret-named field's value is never echoed (streamer.base.redact)
     choices = _choices(hint)
-    if choices is not None and message.startswith("Invalid enum value"):
+    if choices is not None:
         expected = "one of " + ", ".join(repr(c) for c in choices)
         close = difflib.get_close_matches(str(got), [str(c) for c in choices], n=1)
         hint_text = f"; did you mean {close[0]!r}?" if close else ""
         text = f"expected {expected}, got {_show(got)}{hint_text}"
     elif m := _TYPE_MISMATCH.match(message):
-        text = f"expected {_noun(m.group(1))}, got {_show(got)}"
+        text = f"expected {_noun(m.group(1))}{_lower_bounds(hint, sub_path)}, got {_show(got)}"
     elif m := _CONSTRAINT.match(message):
         text = f"expected {_noun(m.group(1))} {m.group(2)}, got {_show(got)}"
     else:
         text = f"{message[:1].lower()}{message[1:]}, got {_show(got)}"
     return FieldProblem(_join(where, key) + sub_path, text)
+
+
+def _lower_bounds(hint: Any, sub_path: str) -> str:
+    """`` > 0``: a scalar field's lower bounds, so a wrong type still says what is expected."""
+    if sub_path:
+        return ""
+    bounds = [
+        f" {word} {getattr(m, attr)}"
+        for m in _metadata(hint)
+        if isinstance(m, Meta)
+        for attr, word in (("gt", ">"), ("ge", ">="))
+        if getattr(m, attr) is not None
+    ]
+    return "".join(bounds)
 
 
 def _strip(hint: Any) -> Any:
@@ -335,6 +517,8 @@ def _type_name(t: msgspec.inspect.Type) -> str:
         return "one of " + ", ".join(toml_value(v) for v in t.values)
     if isinstance(t, inspect.UnionType):
         return " or ".join(_type_name(x) for x in t.types if not isinstance(x, inspect.NoneType))
+    if isinstance(t, inspect.CustomType) and t.cls is Path:
+        return "file path"
     names = {
         inspect.StrType: "string",
         inspect.IntType: "integer",
@@ -388,7 +572,7 @@ def _placeholder(t: msgspec.inspect.Type) -> object:
     return "CHANGE-ME"
 
 
-def describe_schema(schema: type[PluginConfig]) -> list[FieldDoc]:
+def describe_schema(schema: type[AnySchema]) -> list[FieldDoc]:
     """One record per key, in declaration order."""
     info = msgspec.inspect.type_info(schema)
     assert isinstance(info, msgspec.inspect.StructType)

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 from streamer.base.lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from streamer.sink.mirror import MirrorListener, MirrorStore, TableReader
+    from streamer.sink.mirror import MirrorListener, MirrorStore
 
-__all__ = ["MirrorListener", "MirrorStore", "TableReader"]
+__all__ = ["MirrorListener", "MirrorStore"]
 
 # Lazy: the conformance checks import neither gRPC nor protobuf, and must stay so.
 __getattr__ = lazy_getattr(__name__, dict.fromkeys(__all__, "streamer.sink.mirror"))

@@ -309,11 +309,29 @@ def test_redis_down_update_raises_and_digest_is_skipped(caplog: pytest.LogCaptur
         ({"streams": ["a"], "key_prefix": 1}, "key_prefix"),
         ({"streams": ["a"], "timeout": 0}, "timeout"),
         ({"streams": ["a"], "host": "localhost"}, "host"),
+        ({"streams": ["a"], "timeout": float("inf")}, "timeout"),
+        ({"streams": ["a"], "url": "redis://10.0.0.1:6379/0"}, "url"),
+        ({"streams": ["a"], "url": "redis://cache.example.com/0", "insecure": False}, "url"),
     ],
 )
 def test_bad_config_names_the_key(table: dict[str, Any], key: str) -> None:
-    with pytest.raises(ValueError, match=f"'{key}'"):
+    with pytest.raises(ValueError, match=rf"(^|\d\. ){key}(\[\d+\])?: "):
         create_listeners(table)
+
+
+def test_a_remote_redis_needs_tls_or_an_explicit_insecure() -> None:
+    with pytest.raises(ValueError, match=r"not loopback; use rediss:// .* or set insecure = true"):
+        create_listeners({"streams": ["a"], "url": "redis://10.0.0.1:6379/0"})
+    for url, insecure in [
+        ("rediss://10.0.0.1:6379/0", False),
+        ("redis://10.0.0.1:6379/0", True),
+        ("redis://127.0.0.1:6379/0", False),
+        ("unix:///run/redis.sock", False),
+    ]:
+        listeners = create_listeners({"streams": ["a"], "url": url, "insecure": insecure})
+        assert [lst.name for lst in listeners] == ["a"]
+        for lst in listeners:
+            lst.close()
 
 
 @pytest.mark.redis

@@ -69,5 +69,5 @@ def test_file_mode_shares_with_the_group_on_purpose(tmp_path: Path, loose_umask:
 
 @pytest.mark.parametrize("mode", ["0644", "0604", "0666", "0700", "0400", "640x", "0o640", 640])
 def test_file_mode_granting_others_or_nonsense_is_refused(tmp_path: Path, mode: object) -> None:
-    with pytest.raises(ValueError, match=r"config key 'file_mode' (is|must)"):
+    with pytest.raises(ValueError, match=r"^file_mode: "):
         create_listeners({"streams": ["s"], "path": str(tmp_path / "m.db"), "file_mode": mode})

@@ -257,7 +257,7 @@ def test_a_dropped_table_fails_one_update_then_the_database_is_reopened(
 
 
 def test_path_that_is_a_directory_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="'path'"):
+    with pytest.raises(ValueError, match="path: expected a database file"):
         create_listeners({"streams": ["s"], "path": str(tmp_path)})
 
 
@@ -294,7 +294,7 @@ def test_report_error_keeps_streaming_and_leaves_logging_to_the_host(
     ],
 )
 def test_bad_config_names_the_key(table: dict[str, Any], key: str) -> None:
-    with pytest.raises(ValueError, match=f"'{key}'"):
+    with pytest.raises(ValueError, match=rf"(^|\d\. ){key}(\[\d+\])?: "):
         create_listeners(table)
 
 

@@ -1,47 +1,39 @@
-"""Validation of the ``[plugin.files]`` table: pure, no I/O."""
+"""The ``[plugin.files]`` table, declared as a schema: pure, no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
 
-from streamer.sink.mirror import TableReader
+from streamer.host.schema import Doc, PluginConfig, StreamNames
 
 __all__ = ["FilesConfig"]
 
-_PLUGIN = "streamer-files"
-_KEYS = ("streams", "dir", "fsync", "file_mode")
-_FILE_MODES = {"0600": 0o600, "0640": 0o640}
 
+class FilesConfig(PluginConfig):
+    """One directory of files per stream under ``dir``, written atomically and privately."""
 
-@dataclass(frozen=True, slots=True)
-class FilesConfig:
-    """``streams``: stream names (one listener and one subdirectory each); ``dir``: the root
-    directory; ``fsync``: flush files and directories to stable storage before a batch counts
-    as applied (turn off only for a tmpfs or a disposable cache); ``file_mode``: ``"0600"``
-    (default: only the host's user reads the mirror) or ``"0640"`` (its group may read too;
-    directories become 0750). Group write and any world access are refused."""
+    streams: StreamNames
+    dir: Annotated[
+        Path,
+        Doc("root directory; one subdirectory per stream", examples=["/var/lib/streamer/files"]),
+    ]
+    fsync: Annotated[
+        bool,
+        Doc(
+            "flush to stable storage before a batch counts as applied "
+            "(off only for a tmpfs or a disposable cache)"
+        ),
+    ] = True
+    file_mode: Annotated[
+        Literal["0600", "0640"],
+        Doc(
+            '"0600": only the host\'s user reads the mirror; "0640": its group may read too '
+            "(directories 0750); group write and any world access are refused"
+        ),
+    ] = "0600"
 
-    streams: tuple[str, ...]
-    dir: Path
-    fsync: bool = True
-    file_mode: int = 0o600
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any]) -> FilesConfig:
-        read = TableReader(_PLUGIN, table, _KEYS)
-        return cls(
-            streams=read.streams(),
-            dir=read.path("dir", what="the root directory"),
-            fsync=read.boolean("fsync", True),
-            file_mode=_FILE_MODES[
-                read.string(
-                    "file_mode",
-                    "0600",
-                    must='"0600" or "0640" (group write and world access are refused)',
-                    check=_FILE_MODES.__contains__,
-                )
-            ],
-        )
+    @property
+    def mode(self) -> int:
+        """``file_mode`` as permission bits."""
+        return int(self.file_mode, 8)

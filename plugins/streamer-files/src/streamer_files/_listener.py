@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from streamer.host.schema import config_schema
 from streamer.sink.mirror import MirrorListener
 from streamer_files._config import FilesConfig
 from streamer_files._store import FileStore
@@ -47,15 +46,15 @@ class FilesListener(MirrorListener[FileStore]):
         )
 
 
-def create_listeners(config: Mapping[str, Any]) -> list[FilesListener]:
+@config_schema(FilesConfig)
+def create_listeners(config: FilesConfig) -> list[FilesListener]:
     """Entry point ``files``: one :class:`FilesListener` per name in ``streams``.
 
-    Validates only; touches nothing on disk beyond checking that ``dir`` is not a file.
+    Touches nothing on disk beyond checking that ``dir`` is not a file.
     """
-    cfg = FilesConfig.from_table(config)
-    if cfg.dir.exists() and not cfg.dir.is_dir():
-        raise ValueError(f"streamer-files: config key 'dir' is {str(cfg.dir)!r}, not a directory")
+    if config.dir.exists() and not config.dir.is_dir():
+        raise ValueError(f"dir: expected a directory, got {str(config.dir)!r}, a file")
     return [
-        FilesListener(cfg.dir, stream, fsync=cfg.fsync, file_mode=cfg.file_mode)
-        for stream in cfg.streams
+        FilesListener(config.dir, stream, fsync=config.fsync, file_mode=config.mode)
+        for stream in config.streams
     ]

@@ -1,67 +1,67 @@
-"""Validation of the ``[plugin.redis]`` table: pure, no I/O."""
+"""The ``[plugin.redis]`` table, declared as a schema: pure, no I/O."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
+from typing import Annotated
 from urllib.parse import urlsplit
 
+from msgspec import Meta
+
 from streamer.client.connection import is_loopback
-from streamer.sink.mirror import TableReader
+from streamer.host.schema import UNIQUE, Doc, PluginConfig, Rule
 
 __all__ = ["STREAM_NAME", "RedisConfig", "plaintext_remote_host"]
 
-_PLUGIN = "streamer-redis"
-_KEYS = ("streams", "url", "key_prefix", "timeout", "insecure")
 _SCHEMES = ("redis://", "rediss://", "unix://")
-_DEFAULT_URL = "redis://127.0.0.1:6379/0"
-_DEFAULT_PREFIX = "streamer:"
-_DEFAULT_TIMEOUT = 30.0
 
 STREAM_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 """Stream names this plugin accepts. No ``:``, so ``<prefix><stream>:digest`` and
 ``<prefix><stream>:resync`` can never be another stream's hash."""
 
+_URL_RULE = Rule("a redis://, rediss:// or unix:// URL", lambda url: url.startswith(_SCHEMES))
 
-@dataclass(frozen=True, slots=True)
-class RedisConfig:
-    """``streams``: one hash each, named ``<key_prefix><stream>``; ``url``: the server;
-    ``timeout``: seconds for connecting and for each reply; ``insecure``: allow a plaintext
-    ``redis://`` URL to a host that is not loopback (anyone on the path reads the mirrored
-    data and the password; prefer ``rediss://``)."""
+_HashStreams = Annotated[
+    tuple[Annotated[str, Meta(pattern=f"^{STREAM_NAME.pattern}$")], ...],
+    Doc(
+        "stream names to receive, one hash each (<key_prefix><name>)",
+        min_length=1,
+        examples=[["example"]],
+    ),
+    UNIQUE,
+]
 
-    streams: tuple[str, ...]
-    url: str = _DEFAULT_URL
-    key_prefix: str = _DEFAULT_PREFIX
-    timeout: float = _DEFAULT_TIMEOUT
-    insecure: bool = False
 
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any]) -> RedisConfig:
-        read = TableReader(_PLUGIN, table, _KEYS)
-        config = cls(
-            streams=read.streams(pattern=STREAM_NAME, why="becomes part of a Redis key"),
-            url=read.string(
+class RedisConfig(PluginConfig):
+    """One Redis hash per stream, each batch applied atomically with its digest."""
+
+    streams: _HashStreams
+    url: Annotated[
+        str,
+        Doc("the server: redis://, rediss:// (TLS) or unix://"),
+        _URL_RULE,
+    ] = "redis://127.0.0.1:6379/0"
+    key_prefix: Annotated[str, Doc("prefix of every key written")] = "streamer:"
+    timeout: Annotated[
+        float, Doc("seconds for connecting and for each reply", gt=0, le=2**31 // 1000)
+    ] = 30.0
+    insecure: Annotated[
+        bool,
+        Doc(
+            "allow plaintext redis:// to a host that is not loopback (anyone on the path reads "
+            "the mirrored data and the password; prefer rediss://)"
+        ),
+    ] = False
+
+    def check(self) -> Iterator[tuple[str, str]]:
+        host = plaintext_remote_host(self.url)
+        if host is not None and not self.insecure:
+            yield (
                 "url",
-                _DEFAULT_URL,
-                must="a redis://, rediss:// or unix:// URL",
-                check=lambda url: url.startswith(_SCHEMES),
-            ),
-            key_prefix=read.string("key_prefix", _DEFAULT_PREFIX),
-            timeout=read.number(
-                "timeout", _DEFAULT_TIMEOUT, minimum=0, strict=True, unit="seconds"
-            ),
-            insecure=read.boolean("insecure", False),
-        )
-        host = plaintext_remote_host(config.url)
-        if host is not None and not config.insecure:
-            raise read.error(
-                f"config key 'url' is plaintext redis:// to {host!r}, which is not loopback; "
-                "use rediss:// (TLS), or set insecure = true to send the data unencrypted"
+                f"plaintext redis:// to {host!r}, which is not loopback; use rediss:// (TLS), "
+                "or set insecure = true to send the data unencrypted",
             )
-        return config
 
 
 def plaintext_remote_host(url: str) -> str | None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
 
+from streamer.host.schema import config_schema
 from streamer.sink.mirror import MirrorListener
 from streamer_redis._config import RedisConfig
 from streamer_redis._mirror import RedisMirror, connect
@@ -40,14 +40,14 @@ class RedisListener(MirrorListener[RedisMirror]):
             return None
 
 
-def create_listeners(config: Mapping[str, Any]) -> list[RedisListener]:
+@config_schema(RedisConfig)
+def create_listeners(config: RedisConfig) -> list[RedisListener]:
     """Entry point ``redis``: one :class:`RedisListener` (one hash) per name in ``streams``.
 
     Does not connect: Redis may start after the host, and the first call reports it if it is
     down.
     """
-    cfg = RedisConfig.from_table(config)
     return [
-        RedisListener(RedisMirror(connect(cfg.url, cfg.timeout), stream, cfg.key_prefix))
-        for stream in cfg.streams
+        RedisListener(RedisMirror(connect(config.url, config.timeout), stream, config.key_prefix))
+        for stream in config.streams
     ]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from streamer.host.schema import config_schema
 from streamer.sink.mirror import MirrorListener
 from streamer_sqlite._config import SqliteConfig, table_name
 from streamer_sqlite._mirror import SqliteMirror, SyncStats
@@ -79,24 +79,22 @@ class SqliteListener(MirrorListener[SqliteMirror]):
             )
 
 
-def create_listeners(config: Mapping[str, Any]) -> list[SqliteListener]:
+@config_schema(SqliteConfig)
+def create_listeners(config: SqliteConfig) -> list[SqliteListener]:
     """Entry point ``sqlite``: one :class:`SqliteListener` (one table) per name in ``streams``.
 
-    Validates only; touches nothing on disk beyond checking that ``path`` is not a directory.
+    Touches nothing on disk beyond checking that ``path`` is not a directory.
     """
-    cfg = SqliteConfig.from_table(config)
+    cfg = config
     if cfg.path.is_dir():
-        raise ValueError(
-            f"streamer-sqlite: config key 'path' is {str(cfg.path)!r}, a directory, "
-            "not a database file"
-        )
+        raise ValueError(f"path: expected a database file, got {str(cfg.path)!r}, a directory")
     return [
         SqliteListener(
             cfg.path,
             stream,
-            synchronous=cfg.synchronous,
+            synchronous=cfg.synchronous_pragma,
             busy_timeout=cfg.busy_timeout,
-            file_mode=cfg.file_mode,
+            file_mode=cfg.mode,
         )
         for stream in cfg.streams
     ]
