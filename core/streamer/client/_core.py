@@ -281,6 +281,13 @@ class StreamCore:
         self._log = logging.getLogger(f"streamer.client.stream.{self.name}")
         self._relay: _Relay | None = None
 
+    def listener_methods(self) -> dict[str, Callable[..., Any]]:
+        """The listener's methods the steps may ask a runner to call, by name."""
+        names = ["get_extra_args", "update", "report_error"]
+        if self.asks_held_keys:
+            names.append("held_keys")
+        return {name: getattr(self.listener, name) for name in names}
+
     # -- observer plumbing -----------------------------------------------------------------
 
     def relay_to(self, loop: asyncio.AbstractEventLoop) -> None:

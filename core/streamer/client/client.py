@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 
 import grpc.aio
 
 from streamer.base.errors import StreamerError
-from streamer.client._core import is_async
+from streamer.client._core import StreamCore, is_async
 from streamer.client._workers import WorkerPool
-from streamer.client.backoff import Backoff
+from streamer.client.backoff import Backoff, BackoffState
 from streamer.client.defaults import MAX_STREAMS_PER_CHANNEL, STREAMING_INTERVAL
 from streamer.client.events import NullObserver, StreamObserver
 from streamer.client.gate import ReleaseResult
@@ -183,33 +184,26 @@ class Client:
         API (no per-batch hop between threads); an async listener's stays on the event loop.
         Both share one supervisor (``streamer.client._core``)."""
         registry, service = self.registry, self.service
+        core = StreamCore(
+            listener,
+            observer=self.observer,
+            backoff=BackoffState(self.backoff, self.streaming_interval, self._rng),
+            interval=self.streaming_interval,
+            clock=time.perf_counter,
+            gateway_id=self.gateway_id,
+            connection=getattr(registry, "connection", None),
+            guard=guard,
+        )
         sync_channel = getattr(registry, "get_sync_channel", None)
-        connection = getattr(registry, "connection", None)
         if not is_async(listener.update) and sync_channel is not None:
             return ThreadedRunner(
-                listener,
-                channel_for=lambda: sync_channel(service, shard),
-                streaming_interval=self.streaming_interval,
-                backoff=self.backoff,
-                observer=self.observer,
-                gateway_id=self.gateway_id,
-                sleep=self._sleep,
-                rng=self._rng,
-                connection=connection,
-                guard=guard,
+                core, channel_for=lambda: sync_channel(service, shard), sleep=self._sleep
             )
         return StreamRunner(
-            listener,
+            core,
             channel_for=self._channel_getter(shard),
-            streaming_interval=self.streaming_interval,
-            backoff=self.backoff,
-            observer=self.observer,
             executor=self._executor,
-            gateway_id=self.gateway_id,
             sleep=self._sleep,
-            rng=self._rng,
-            connection=connection,
-            guard=guard,
         )
 
     def _pick_shard(self) -> int:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import random
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -33,12 +31,8 @@ from streamer.client._core import (
     set_extra_args,
 )
 from streamer.client._workers import WorkerPool
-from streamer.client.backoff import Backoff, BackoffState
-from streamer.client.connection import ResolvedConnection
-from streamer.client.events import StreamObserver, StreamState
+from streamer.client.events import StreamState
 from streamer.client.gate import ReleaseResult
-from streamer.client.guard import GuardPolicy
-from streamer.client.listener import Listener
 from streamer.client.supervisor import Action, Step
 from streamer.wire import METHOD
 from streamer.wire.streamer_pb2 import StreamRequest
@@ -95,39 +89,23 @@ class StreamRunner:
 
     def __init__(
         self,
-        listener: Listener,
+        core: StreamCore,
         *,
         channel_for: Callable[[], grpc.aio.Channel],
-        streaming_interval: float,
-        backoff: Backoff,
-        observer: StreamObserver,
         executor: Executor | None,
-        gateway_id: str = "",
         sleep: Sleep | None = None,
-        rng: random.Random | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-        connection: ResolvedConnection | None = None,
-        guard: GuardPolicy | None = None,
     ) -> None:
-        self.listener = listener
-        self.name: str = listener.name
-        self.core = StreamCore(
-            listener,
-            observer=observer,
-            backoff=BackoffState(backoff, streaming_interval, rng),
-            interval=streaming_interval,
-            clock=clock,
-            gateway_id=gateway_id,
-            connection=connection,
-            guard=guard,
-        )
-        self.gate = self.core.gate
+        """``core``: the stream's shared supervision (``Client`` builds it); ``executor`` runs
+        the listener's sync methods (a listener with an async ``update`` may have sync ones)."""
+        self.core = core
+        self.listener = core.listener
+        self.name: str = core.name
+        self.gate = core.gate
         self._channel_for = channel_for
         self._sleep: Sleep = sleep or asyncio.sleep
-        methods = ["get_extra_args", "update", "report_error"]
-        if self.core.asks_held_keys:
-            methods.append("held_keys")
-        self._invokers = {name: _Invoker(getattr(listener, name), executor) for name in methods}
+        self._invokers = {
+            name: _Invoker(method, executor) for name, method in core.listener_methods().items()
+        }
         self._call: grpc.aio.UnaryStreamCall[StreamRequest, bytes] | None = None
         self._wake: asyncio.Event | None = None
         self._nudge: asyncio.Event | None = None  # set by release(): end the wait

@@ -17,21 +17,15 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
-import random
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from streamer.client._core import STOP, Steps, StreamCore
-from streamer.client.backoff import Backoff, BackoffState
-from streamer.client.connection import ResolvedConnection
-from streamer.client.events import StreamObserver, StreamState
+from streamer.client.events import StreamState
 from streamer.client.gate import ReleaseResult
-from streamer.client.guard import GuardPolicy
-from streamer.client.listener import Listener
 from streamer.client.stream import Sleep
 from streamer.client.supervisor import Action, Step
 from streamer.wire import METHOD
@@ -62,40 +56,19 @@ class ThreadedRunner:
 
     def __init__(
         self,
-        listener: Listener,
+        core: StreamCore,
         *,
         channel_for: Callable[[], grpc.Channel],
-        streaming_interval: float,
-        backoff: Backoff,
-        observer: StreamObserver,
-        gateway_id: str = "",
         sleep: Sleep | None = None,
-        rng: random.Random | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-        connection: ResolvedConnection | None = None,
-        guard: GuardPolicy | None = None,
     ) -> None:
-        self.listener = listener
-        self.name: str = listener.name
-        self.core = StreamCore(
-            listener,
-            observer=observer,
-            backoff=BackoffState(backoff, streaming_interval, rng),
-            interval=streaming_interval,
-            clock=clock,
-            gateway_id=gateway_id,
-            connection=connection,
-            guard=guard,
-        )
-        self.gate = self.core.gate
+        """``core``: the stream's shared supervision (``Client`` builds it)."""
+        self.core = core
+        self.listener = core.listener
+        self.name: str = core.name
+        self.gate = core.gate
         self._channel_for = channel_for
         self._sleep = sleep
-        methods = ["get_extra_args", "update", "report_error"]
-        if self.core.asks_held_keys:
-            methods.append("held_keys")
-        self._methods: dict[str, Callable[..., Any]] = {
-            name: getattr(listener, name) for name in methods
-        }
+        self._methods = core.listener_methods()
         # guards _call, _wake and _nudged against stop() and release() from elsewhere
         self._lock = threading.Lock()
         self._call: Any = None  # the open call (gRPC's sync rendezvous), or None
