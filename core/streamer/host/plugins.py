@@ -190,7 +190,8 @@ def _read_dist(dist: DistributionLike, group: str) -> tuple[str, str, list[tuple
         if not eps:
             return None
         meta = dist.metadata
-        name = meta["Name"] if meta is not None else None
+        # .get: a missing Name is None on every importlib-metadata (indexing it warns on 7.x)
+        name = meta.get("Name") if meta is not None else None
     except Exception as exc:
         log.debug("skipping unreadable distribution %r: %s", dist, exc)
         return None
