@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import streamer
 from streamer.cli.main import build_parser
 from streamer.host.config import LOG_LEVELS
 from tests.helpers import run_cli
@@ -23,6 +24,8 @@ def test_version() -> None:
     code, out = run_cli("--version", env=_env())
     assert code == 0
     assert out.strip() == f"streamer {version('streamer')}"
+    # the package's own constant is the installed distribution's version, not a second one
+    assert streamer.__version__ == version("streamer")
 
 
 def _help(command: str) -> str:

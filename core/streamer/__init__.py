@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     )
     from streamer.host.schema import ConfigProblems, Doc, PluginConfig, StreamNames, config_schema
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 _LAZY = {
     "Backoff": "streamer.client.backoff",

@@ -44,7 +44,7 @@ version = "0.1.0"
 description = "A streamer listener plugin: {name}"
 readme = "README.md"
 requires-python = ">=3.10"
-dependencies = ["streamer"]
+dependencies = ["streamer>=0.2.0.dev0"]
 
 [project.optional-dependencies]
 test = ["streamer[test]"]
