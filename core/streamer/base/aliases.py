@@ -64,10 +64,17 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             DeprecationWarning,
             stacklevel=2,
         )
-        return importlib.import_module(new)
+        module = importlib.import_module(new)
+        # importlib sets the alias's spec on the module it gets back; keep its own to restore
+        spec.loader_state = module.__spec__
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        """The module was imported under its new name already."""
+        """The module was imported under its new name already: only give it its own spec
+        back (``importlib.reload`` and submodule imports read ``__spec__``)."""
+        own = module.__spec__.loader_state if module.__spec__ is not None else None
+        if own is not None:
+            module.__spec__ = own
 
 
 def install() -> None:

@@ -241,6 +241,16 @@ class _Relay:
             method, args = queue.popleft()
             self._deliver(method, args)
 
+    def close(self) -> None:
+        """On the loop: deliver what is queued, then drop every later event (the stream's
+        thread was abandoned; what it still does is no longer this stream's news)."""
+        self._drain()
+        self._deliver = _drop
+
+
+def _drop(method: str, args: tuple[Any, ...]) -> None:
+    """An abandoned stream thread's late events go nowhere."""
+
 
 class StreamCore:
     """One stream's supervision state and steps, shared by both runners.
@@ -295,6 +305,19 @@ class StreamCore:
         observers are always called on the event loop thread, in order."""
         self._relay = _Relay(loop, self._observe)
 
+    def abandon(self) -> None:
+        """On the loop, when a thread-run stream's task was cancelled while its thread is
+        still inside a listener call (``Client.close(timeout)``, the host's shutdown bound):
+        report the stream stopped now, as the loop runner does on cancel, and mute the
+        thread's later events, so that a stream started again under the same name is not
+        reported stopped when the old call finally returns."""
+        if self._relay is not None:
+            self._relay.close()
+        if self.state is not StreamState.STOPPED:
+            self.state = StreamState.STOPPED
+            self._observe("state_changed", (StreamState.STOPPED,))
+        self._observe("stream_stopped", (None,))
+
     def notify(self, method: str, *args: Any) -> None:
         if self._relay is None:
             self._observe(method, args)
@@ -323,7 +346,11 @@ class StreamCore:
         self._streaming = False
         try:
             extra = pack_extra_args((yield ("get_extra_args", ())))
+        except GeneratorExit:  # the runner closed the step: its task was cancelled
+            raise
         except BaseException as exc:
+            if self.stopping:  # removed meanwhile: nobody wants its decision
+                return STOP
             what = f"get_extra_args() of stream {self.name!r}"
             return (yield from self.report(Event.EXTRA_ARGS_FAILED, contain(exc, what)))
         if self.stopping:
@@ -404,6 +431,8 @@ class StreamCore:
         if self.asks_held_keys:
             try:
                 answer = yield ("held_keys", ())
+            except GeneratorExit:  # the runner closed the step: its task was cancelled
+                raise
             except BaseException as exc:
                 self._log.warning(
                     "held_keys() of stream %s raised %s; the guard judges from the first "
@@ -443,6 +472,8 @@ class StreamCore:
             start = self._clock()
         try:
             verdict = yield ("update", (batch,))
+        except GeneratorExit:  # the runner closed the step: its task was cancelled
+            raise
         except BaseException as exc:
             if observed:
                 self.notify("update_done", self._clock() - start, None)
@@ -469,6 +500,8 @@ class StreamCore:
             return decide(event)
         try:
             answer = yield ("report_error", (reported,))
+        except GeneratorExit:  # the runner closed the step: its task was cancelled
+            raise
         except BaseException as raised:
             exc = contain(raised, f"report_error() of stream {self.name!r}")
             self._log.error(

@@ -48,7 +48,7 @@ class WorkerPool(Executor):
                 result = fn(*args, **kwargs)
             except BaseException as exc:
                 self._became_idle()
-                fut.set_exception(exc)
+                fut.set_exception(_settable(exc))
             else:
                 self._became_idle()
                 fut.set_result(result)
@@ -140,4 +140,15 @@ def _set_result(fut: asyncio.Future[Any], result: Any) -> None:
 
 def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
     if not fut.done():
-        fut.set_exception(exc)
+        fut.set_exception(_settable(exc))
+
+
+def _settable(exc: BaseException) -> BaseException:
+    """asyncio futures refuse ``StopIteration`` (TypeError in the callback, the future never
+    settles, the caller waits forever): plugin code that leaks one (``next()`` on an empty
+    iterator) gets it wrapped in a RuntimeError, the original as the cause."""
+    if isinstance(exc, StopIteration):
+        wrapped = RuntimeError(f"raised StopIteration: {exc}")
+        wrapped.__cause__ = exc
+        return wrapped
+    return exc

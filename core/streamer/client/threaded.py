@@ -129,6 +129,8 @@ class ThreadedRunner:
             error = await ended
         except asyncio.CancelledError:
             self.stop()
+            if ended.cancelled():  # the thread is still in a listener call: abandon it
+                self.core.abandon()
             raise
         thread.join(JOIN_TIMEOUT)  # it has posted its result: only its return is left
         if error is not None:

@@ -273,6 +273,8 @@ class Host:
         fut: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
 
         def on_loop() -> None:
+            if not fut.set_running_or_notify_cancel():  # the endpoint gave up waiting
+                return
             try:
                 result = client.release(stream)
             except BaseException as exc:  # never leave the endpoint's thread waiting
@@ -299,8 +301,16 @@ class Host:
         try:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
-            detail = f"the host's event loop did not answer within {timeout:g} s"
-            return {"stream": stream, "released": False, "known": False, "detail": detail}
+            if not fut.cancel():  # it started meanwhile: its answer is the truth
+                return fut.result()
+            detail = f"the host's event loop did not answer within {timeout:g} s; nothing released"
+            return {
+                "stream": stream,
+                "released": False,
+                "known": False,
+                "busy": True,
+                "detail": detail,
+            }
 
     def streams(self) -> dict[str, str]:
         """Running stream name -> plugin name."""

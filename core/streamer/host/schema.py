@@ -354,6 +354,9 @@ def _floats(value: object, path: str = "") -> Iterator[tuple[str, float]]:
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             yield from _floats(item, f"{path}[{i}]")
+    elif isinstance(value, Mapping):  # a table-valued field (dict[str, float])
+        for key, item in value.items():
+            yield from _floats(item, f"{path}.{key}")
 
 
 _NOUNS = {

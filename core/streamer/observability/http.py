@@ -295,7 +295,10 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
-        stream = urllib.parse.unquote(path[len(RELEASE) :], errors="strict")
+        try:
+            stream = urllib.parse.unquote(path[len(RELEASE) :], errors="strict")
+        except UnicodeDecodeError:
+            stream = ""  # not a name any stream can have
         if not stream or len(stream) > MAX_STREAM_NAME:
             self._json(400, {"error": "expected POST /release/STREAM with a stream name"})
             return
@@ -311,7 +314,12 @@ class _Handler(BaseHTTPRequestHandler):
             escape(stream),
             escape(str(doc.get("detail", ""))),
         )
-        code = 200 if doc.get("released") else 409 if doc.get("known") else 404
+        if doc.get("released"):
+            code = 200
+        elif doc.get("busy"):  # the host did not answer in time: nothing was released
+            code = 503
+        else:
+            code = 409 if doc.get("known") else 404
         self._json(code, doc)
 
     def _json(self, code: int, doc: object) -> None:
