@@ -324,7 +324,8 @@ async def test_cannot_connect_is_reported_as_unavailable() -> None:
     client = make_client(f"127.0.0.1:{free_port()}", sleep)
     listener = Recorder()
     task = asyncio.create_task(client.stream(listener))
-    await wait_until(lambda: len(listener.errors) >= 3)
+    # the third backoff is scheduled just after the third report: wait for both
+    await wait_until(lambda: len(listener.errors) >= 3 and len(sleep.delays) >= 3)
     assert listener.errors[0].code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
     assert sleep.delays[:3] == [1.0, 2.0, 4.0]
     client.remove_listener(listener)
