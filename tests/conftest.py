@@ -24,35 +24,31 @@ def sink_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     sys.modules.pop("reliability_sink", None)
 
 
-def _new_pg_cluster() -> PgCluster:
-    """A throwaway PostgreSQL cluster (skipped without PostgreSQL's binaries, unless
-    STREAMER_REQUIRE_POSTGRES=1, as in CI)."""
+def _pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster, removed afterwards (skipped without PostgreSQL's
+    binaries, unless STREAMER_REQUIRE_POSTGRES=1, as in CI)."""
     bindir = find_pg_bindir()
     if bindir is None:
         if os.environ.get("STREAMER_REQUIRE_POSTGRES") == "1":
             pytest.fail("PostgreSQL (initdb, pg_ctl) not found and STREAMER_REQUIRE_POSTGRES=1")
         pytest.skip("PostgreSQL (initdb, pg_ctl) not installed")
-    return PgCluster(bindir)
+    cluster = PgCluster(bindir)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """The session's PostgreSQL cluster: each test takes a database in it (``pg_dsn``)."""
-    cluster = _new_pg_cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from _pg_cluster()
 
 
 @pytest.fixture
 def own_pg_cluster() -> Iterator[PgCluster]:
     """A cluster of the test's own, for tests that stop or restart PostgreSQL."""
-    cluster = _new_pg_cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from _pg_cluster()
 
 
 @pytest.fixture
